@@ -1,0 +1,142 @@
+"""Settings: the one place configuration is read (env prefix ``JOBQ_``, ``.env`` supported).
+
+Every setting is documented in ``.env.example`` and the README; ``tests/unit/test_config.py``
+checks that the three agree.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JOBQ_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- storage ---
+    database_url: str = Field(
+        "sqlite:///./jobq.db",
+        description="postgresql://user@host/db or sqlite:///path/to/file.db",
+    )
+    pool_min_size: int = Field(1, ge=0, description="PostgreSQL pool: connections kept open")
+    pool_max_size: int = Field(10, ge=1, description="PostgreSQL pool: most connections")
+    pool_timeout_s: float = Field(
+        5.0, gt=0, description="How long to wait for a free pooled connection before failing"
+    )
+    poll_only: bool = Field(
+        False,
+        description="Never LISTEN, only poll (for PgBouncer in transaction pooling mode)",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        10_000, ge=0, description="SQLite: how long a writer waits for the file lock"
+    )
+
+    # --- worker ---
+    concurrency: int = Field(10, ge=1, le=10_000, description="Jobs one worker runs at once")
+    queues: str = Field("", description="Comma-separated queues a worker serves; empty = all")
+    poll_interval_s: float = Field(
+        1.0, gt=0, description="Idle workers look for due jobs at least this often"
+    )
+    lease_s: float = Field(
+        30.0, gt=0, description="A worker silent this long is presumed dead; its jobs rescued"
+    )
+    heartbeat_s: float = Field(5.0, gt=0, description="How often a worker proves it is alive")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight jobs may take to finish"
+    )
+    completion_flush_s: float = Field(
+        0.005, ge=0, description="Most time a finished job waits to be written in a batch"
+    )
+    completion_batch_size: int = Field(
+        500, ge=1, description="Most completions written in one statement"
+    )
+
+    retention: timedelta = Field(
+        timedelta(days=7),
+        description="Succeeded and cancelled jobs are deleted this long after they finish "
+        "(seconds, or ISO 8601 like P7D)",
+    )
+    failed_retention: timedelta = Field(
+        timedelta(days=30),
+        description="Failed (dead-letter) jobs are deleted this long after they finish",
+    )
+
+    # --- default retry policy for tasks that set none ---
+    max_attempts: int = Field(5, ge=1, le=1000, description="Default attempts per job")
+    retry_base_s: float = Field(1.0, ge=0, description="Default backoff floor (seconds)")
+    retry_cap_s: float = Field(300.0, ge=0, description="Default backoff ceiling (seconds)")
+
+    # --- demo kinds ---
+    simulated_time_scale: float = Field(
+        1.0, ge=0, description="Multiplier on the demo kinds' step durations (0 = no sleeping)"
+    )
+
+    # --- HTTP API ---
+    api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on")
+    api_port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on")
+    idempotency_ttl_s: float = Field(
+        86_400.0, gt=0, description="How long an Idempotency-Key names its job (seconds)"
+    )
+    max_payload_bytes: int = Field(
+        262_144, ge=1, description="Largest job payload accepted, as JSON bytes"
+    )
+    max_request_bytes: int = Field(
+        1_048_576, ge=1, description="Largest request body for POST /jobs and other endpoints"
+    )
+    max_bulk_bytes: int = Field(
+        10_485_760, ge=1, description="Largest request body for POST /jobs/bulk"
+    )
+    max_bulk_jobs: int = Field(10_000, ge=1, description="Most jobs in one POST /jobs/bulk")
+    max_queue_depth: int = Field(
+        0, ge=0, description="Waiting jobs per queue before POST /jobs answers 429 (0 = no limit)"
+    )
+    rate_limit_per_s: float = Field(
+        0.0, ge=0, description="Requests per second per X-Client-Id (0 = no limit)"
+    )
+    rate_limit_burst: int = Field(
+        50, ge=1, description="Requests a client may send at once before the rate applies"
+    )
+
+    # --- logging ---
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_json: bool = Field(True, description="JSON log lines (false: human-readable console)")
+    log_jobs: bool = Field(
+        False, description="One INFO line per finished job (off: only at DEBUG level)"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("postgresql://", "postgres://", "sqlite://")):
+            raise ValueError(
+                "database_url must start with postgresql://, postgres:// or sqlite:///"
+            )
+        return url
+
+    @field_validator("retention", "failed_retention", mode="before")
+    @classmethod
+    def _seconds_or_iso(cls, value: object) -> object:
+        """Accept plain seconds ("3600") as well as ISO 8601 durations ("P7D")."""
+        if isinstance(value, str):
+            try:
+                return timedelta(seconds=float(value))
+            except ValueError:
+                return value
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, level: str) -> str:
+        level = level.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @property
+    def queue_list(self) -> list[str] | None:
+        names = [q.strip() for q in self.queues.split(",") if q.strip()]
+        return names or None

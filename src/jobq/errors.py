@@ -1,0 +1,65 @@
+"""Exceptions users can catch. Everything jobq raises on purpose derives from ``JobqError``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class JobqError(Exception):
+    """Base class of every error jobq raises on purpose."""
+
+
+class ConfigurationError(JobqError):
+    """A setting or database URL is invalid."""
+
+
+class UnknownTaskError(JobqError):
+    """A job names a task (kind) that is not registered with this JobQueue."""
+
+
+class InvalidJobError(JobqError, ValueError):
+    """Job fields that the queue refuses (bad priority, attempts, payload...)."""
+
+
+class JobNotFoundError(JobqError, LookupError):
+    """No job has that id."""
+
+
+class InvalidTransitionError(JobqError):
+    """The job's current status does not allow the requested change."""
+
+
+class MigrationError(JobqError):
+    """The schema cannot be migrated: a checksum mismatch, a missing file, a failed script."""
+
+
+class DatabaseUnavailableError(JobqError):
+    """The database cannot be reached right now; retry later."""
+
+
+class LeaseLostError(JobqError):
+    """This worker no longer owns the job (it was presumed dead and the job rescued); work done
+    in the job's transaction was rolled back."""
+
+
+class UnsupportedFeatureError(JobqError):
+    """The storage driver in use cannot provide this feature."""
+
+
+# --- signals a task raises to steer its own retry policy -------------------------------------
+
+
+class DoNotRetry(JobqError):
+    """Raised by a task: fail this job now, whatever attempts remain."""
+
+
+class RetryAt(JobqError):
+    """Raised by a task: retry this job at ``when`` (counts as an attempt)."""
+
+    def __init__(self, when: datetime, message: str = "") -> None:
+        super().__init__(message or f"retry requested at {when.isoformat()}")
+        self.when = when
+
+
+class JobCancelled(JobqError):
+    """Raised inside a task (by ``ctx.raise_if_cancelled()``) when its job was cancelled."""

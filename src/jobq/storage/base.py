@@ -1,0 +1,254 @@
+"""The storage driver protocol: operation-level async methods taking small parameter objects.
+
+Every driver (PostgreSQL, SQLite) implements the same operations with the same meaning; the
+conformance suite in ``tests/conformance`` runs one set of tests against each. Drivers own
+their SQL (named queries in a ``queries.sql`` per dialect) and their migrations.
+
+A running job is leased by the pair (id, attempt): every write a worker makes about a job it
+ran is guarded by ``status = 'running' AND attempt = <the attempt it claimed>``, so a worker
+that lost its lease (rescued as dead, then re-claimed elsewhere) cannot overwrite the newer
+attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from ..model import Job, JobError, JobStatus, WorkerInfo
+
+DEFAULT_QUEUE = "default"
+MAX_PRIORITY = 1000
+MIN_PRIORITY = -1000
+
+# Callbacks a listener receives: ("new", queue) when due work arrives, ("cancel", job id).
+NotificationHandler = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What it takes to enqueue one job."""
+
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    run_at: datetime | None = None  # None: now (the database's clock)
+    max_attempts: int = 5
+    tenant: str | None = None
+    idempotency_key: str | None = None
+    unique_key: str | None = None
+    depends_on: tuple[int, ...] = ()
+    timeout_s: float | None = None
+    request_id: str | None = None
+    request_fingerprint: str | None = None  # digest of the API request behind an idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimParams:
+    worker_id: str
+    limit: int
+    queues: Sequence[str] | None = None  # None: every queue
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A job that ran to success."""
+
+    job_id: int
+    attempt: int
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed attempt. ``retry_in_s`` None means no more tries: the job becomes ``failed``."""
+
+    job_id: int
+    attempt: int
+    error: str
+    traceback: str | None = None
+    retry_in_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListParams:
+    """Filters and keyset pagination for listing jobs (newest first, by id)."""
+
+    statuses: Sequence[JobStatus] | None = None
+    kind: str | None = None
+    queue: str | None = None
+    tenant: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    before_id: int | None = None  # cursor: only ids below this one
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStat:
+    queue: str
+    status: JobStatus
+    count: int
+    oldest_run_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRegistration:
+    id: str
+    hostname: str
+    pid: int
+    queues: Sequence[str] | None
+    concurrency: int
+
+
+class CancelOutcome(enum.Enum):
+    CANCELLED = "cancelled"  # was waiting to run: now cancelled
+    REQUESTED = "requested"  # is running: its task is asked to stop
+    TERMINAL = "terminal"  # already finished: nothing changed
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    outcome: CancelOutcome
+    job: Job | None
+
+
+class Listener(Protocol):
+    async def close(self) -> None: ...
+
+
+class Driver(Protocol):
+    """What every storage driver provides. All methods are safe to call concurrently."""
+
+    dialect: str
+
+    # --- lifecycle and schema ---
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied."""
+        ...
+
+    async def rollback(self, steps: int = 1) -> list[int]:
+        """Undo the newest ``steps`` migrations; returns the versions undone."""
+        ...
+
+    async def applied_migrations(self) -> list[int]: ...
+
+    # --- producing ---
+    async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+        """Insert jobs in one round trip. A job whose idempotency key already exists is not
+        inserted again: the existing job is returned in its place. With ``connection`` (the
+        caller's own open transaction) the jobs commit or roll back with it."""
+        ...
+
+    # --- working ---
+    async def claim_batch(self, params: ClaimParams) -> list[Job]:
+        """Atomically move up to ``limit`` due jobs to ``running`` for this worker, highest
+        priority first, then oldest run_at, then id."""
+        ...
+
+    async def complete_many(self, completions: Sequence[Completion]) -> list[int]:
+        """Mark running jobs succeeded (guarded by attempt); returns the ids changed."""
+        ...
+
+    def job_transaction(
+        self, job_id: int, attempt: int
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
+        """A connection in a transaction that, when the block ends without error, also marks
+        the running job succeeded and commits both together; raises LeaseLostError (and rolls
+        back) when the job is no longer this attempt's to finish."""
+        ...
+
+    async def set_progress(self, job_id: int, attempt: int, progress: dict[str, Any]) -> bool:
+        """Record a running job's progress; False when the attempt is no longer running."""
+        ...
+
+    async def store_result(self, job_id: int, attempt: int, result: Any) -> None:
+        """Record the result of a job already marked succeeded by ``job_transaction``."""
+        ...
+
+    async def fail_many(self, failures: Sequence[Failure]) -> list[int]:
+        """Record each failed attempt's error and move the job to ``retrying`` (due after
+        ``retry_in_s``) or ``failed``; returns the ids changed."""
+        ...
+
+    async def finish_cancelled(self, job_id: int, attempt: int, reason: str) -> bool:
+        """A running job that stopped on a cancel request becomes ``cancelled``."""
+        ...
+
+    async def hand_back(self, job_id: int, attempt: int, reason: str) -> bool:
+        """A running job its worker could not finish (shutdown) goes back to ``queued``; the
+        attempt is not counted against it."""
+        ...
+
+    async def cancel_requested_among(self, worker_id: str) -> set[int]:
+        """Ids of this worker's running jobs whose cancellation has been requested."""
+        ...
+
+    async def rescue_stale(self, lease_s: float) -> list[int]:
+        """Jobs left ``running`` by workers silent for ``lease_s`` go back to ``retrying``
+        (or ``failed`` when out of attempts), with the reason in their error history."""
+        ...
+
+    # --- workers ---
+    async def register_worker(self, worker: WorkerRegistration) -> None: ...
+    async def heartbeat(self, worker_id: str) -> bool:
+        """Refresh the worker's heartbeat; False when its row is gone (it was presumed dead)."""
+        ...
+
+    async def unregister_worker(self, worker_id: str) -> None: ...
+    async def workers(self) -> list[WorkerInfo]: ...
+
+    # --- managing ---
+    async def get(self, job_id: int) -> Job | None: ...
+    async def get_by_idempotency_key(self, key: str) -> Job | None: ...
+    async def list_jobs(self, params: ListParams) -> list[Job]: ...
+    async def job_errors(self, job_id: int) -> list[JobError]: ...
+    async def cancel(self, job_id: int) -> CancelResult: ...
+    async def requeue(self, job_ids: Sequence[int]) -> list[int]:
+        """Failed or cancelled jobs go back to ``queued`` with attempts reset (history kept)."""
+        ...
+
+    async def stats(self) -> list[QueueStat]: ...
+    async def queue_depth(self, queue: str, at_most: int) -> int:
+        """Jobs waiting in ``queue`` (queued or retrying, due or not), counted up to
+        ``at_most`` so the cost stays bounded however deep the queue is."""
+        ...
+
+    async def forget_idempotency_keys(self, older_than_s: float) -> int:
+        """Clear idempotency keys of jobs created more than ``older_than_s`` ago; returns how
+        many. The jobs stay; only the key can be used again."""
+        ...
+
+    async def take_leadership(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease on ``name``; True while ``holder`` leads. A leader that
+        stops renewing loses the lease once ``ttl_s`` has passed."""
+        ...
+
+    async def give_up_leadership(self, name: str, holder: str) -> None: ...
+
+    async def purge_finished(self, status: JobStatus, older_than_s: float, batch: int) -> int:
+        """Delete up to ``batch`` jobs in ``status`` that finished more than ``older_than_s``
+        ago (their error history goes with them); returns how many."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailableError unless the database answers."""
+        ...
+
+    async def count_claimable(self, queues: Sequence[str] | None) -> int:
+        """Jobs due now and waiting to be claimed in these queues (None: all)."""
+        ...
+
+    # --- wake-ups ---
+    async def listen(self, handler: NotificationHandler) -> Listener:
+        """Deliver ("new", queue) and ("cancel", id) notifications to ``handler`` until the
+        listener is closed. Drivers without server push deliver only this process's events."""
+        ...

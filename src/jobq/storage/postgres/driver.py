@@ -1,0 +1,614 @@
+"""PostgreSQL driver: psycopg 3, async, a connection pool, LISTEN/NOTIFY wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import RowMaker
+from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ...config import Settings
+from ...errors import DatabaseUnavailableError, LeaseLostError, MigrationError
+from ...model import Job, JobError, JobStatus, WorkerInfo
+from ..base import (
+    CancelOutcome,
+    CancelResult,
+    ClaimParams,
+    Completion,
+    Failure,
+    ListParams,
+    NewJob,
+    NotificationHandler,
+    QueueStat,
+    WorkerRegistration,
+)
+from ..common import (
+    LocalBus,
+    LocalListener,
+    dump_json,
+    dump_optional_json,
+    match_inserted,
+    refuse_nul,
+    validate_new_job,
+)
+from ..sqlfiles import load_migrations, load_queries, pending_migrations
+
+log = logging.getLogger("jobq.storage.postgres")
+
+# Any constant will do: it only has to be the same for every jobq process on the database.
+MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
+NOTIFY_CHANNEL = "jobq"
+
+
+JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+_STATUS_INDEX = JOB_FIELDS.index("status")
+
+
+def _job_row(cursor: AsyncCursor[Any]) -> RowMaker[Job]:
+    """Row factory building Job objects straight from result tuples: the column positions of
+    Job's fields are worked out once per result, not once per row (thousands a second)."""
+    names = [c.name for c in cursor.description or ()]
+    positions = [names.index(name) for name in JOB_FIELDS]
+    statuses = {s.value: s for s in JobStatus}
+
+    def make(values: Sequence[Any]) -> Job:
+        args = [values[i] for i in positions]
+        args[_STATUS_INDEX] = statuses[args[_STATUS_INDEX]]
+        return Job(*args)
+
+    return make
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode("utf-8")
+
+
+async def _configure_connection(conn: AsyncConnection[Any]) -> None:
+    # orjson for json/jsonb: several times faster than the standard library.
+    set_json_loads(orjson.loads, conn)
+    set_json_dumps(_dumps, conn)
+
+
+def _normalise_url(url: str) -> str:
+    return (
+        "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
+    )
+
+
+def _jobs_from_request(requested: list[dict[str, Any]], rows: list[tuple[Any, ...]]) -> list[Job]:
+    """Jobs for the rows insert_jobs created, from the request's own values plus what the
+    database decided (id, run_at, created_at). Rows come back as (id, run_at, created_at,
+    idempotency_key, ...); ids grow in request order, and a keyed request whose key already
+    existed produced no row."""
+    first_with_key: dict[str, int] = {}
+    keyless: list[int] = []
+    for index, job in enumerate(requested):
+        key = job["idempotency_key"]
+        if key is None:
+            keyless.append(index)
+        else:
+            first_with_key.setdefault(key, index)
+    keyless_positions = iter(keyless)
+    jobs = []
+    for job_id, run_at, created_at, key, *_ in sorted(rows, key=lambda r: r[0]):
+        asked = requested[next(keyless_positions) if key is None else first_with_key[key]]
+        jobs.append(
+            Job(
+                id=job_id,
+                queue=asked["queue"],
+                kind=asked["kind"],
+                payload=asked["payload"],
+                status=JobStatus.QUEUED,
+                priority=asked["priority"],
+                run_at=run_at,
+                attempt=0,
+                max_attempts=asked["max_attempts"],
+                created_at=created_at,
+                updated_at=created_at,
+                tenant=asked["tenant"],
+                idempotency_key=key,
+                unique_key=asked["unique_key"],
+                depends_on=asked["depends_on"] or [],
+                timeout_s=asked["timeout_s"],
+                request_id=asked["request_id"],
+                request_fingerprint=asked["request_fingerprint"],
+            )
+        )
+    return jobs
+
+
+class PostgresDriver:
+    dialect = "postgres"
+
+    def __init__(self, url: str, settings: Settings | None = None) -> None:
+        self._settings = settings or Settings(database_url=url)
+        self._url = _normalise_url(url)
+        self._q = load_queries("postgres")
+        self._bus = LocalBus()
+        self._pool = AsyncConnectionPool(
+            self._url,
+            min_size=self._settings.pool_min_size,
+            max_size=self._settings.pool_max_size,
+            timeout=self._settings.pool_timeout_s,
+            configure=_configure_connection,
+            open=False,
+            # Autocommit: a single statement is its own transaction, one round trip instead of
+            # three (BEGIN, statement, COMMIT). Multi-statement work uses _transaction().
+            kwargs={"autocommit": True},
+        )
+        self._opened = False
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        if not self._opened:
+            await self._pool.open(wait=False)
+            self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
+            self._opened = False
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection inside a transaction that commits on success.
+
+        Connection-level failures surface as DatabaseUnavailableError so callers (the API's
+        503, the worker's backoff) need not know psycopg's exception tree.
+        """
+        await self.open()
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise DatabaseUnavailableError(f"no database connection free: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    async def _fetch_jobs(self, query: str, params: dict[str, Any]) -> list[Job]:
+        async with self._connection() as conn:
+            cur = conn.cursor(row_factory=_job_row)
+            await cur.execute(self._q[query], params)
+            return await cur.fetchall()
+
+    async def _fetch_ids(self, query: str, params: dict[str, Any]) -> list[int]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q[query], params)
+            return [row[0] for row in await cur.fetchall()]
+
+    # ------------------------------------------------------------------ migrations
+
+    async def rollback(self, steps: int = 1) -> list[int]:
+        if steps < 1:
+            raise MigrationError("rollback needs at least one step")
+        async with self._migration_transaction() as (conn, applied):
+            done = []
+            for migration in sorted(
+                (m for m in load_migrations("postgres") if m.version in applied),
+                key=lambda m: m.version,
+                reverse=True,
+            )[:steps]:
+                await conn.execute(migration.down_sql.encode())
+                await conn.execute(
+                    "DELETE FROM jobq_migrations WHERE version = %s", (migration.version,)
+                )
+                done.append(migration.version)
+            return done
+
+    async def applied_migrations(self) -> list[int]:
+        async with self._migration_transaction() as (_conn, applied):
+            return sorted(applied)
+
+    async def migrate(self) -> list[int]:
+        async with self._migration_transaction() as (conn, applied):
+            done = []
+            for migration in pending_migrations("postgres", applied):
+                await conn.execute(migration.up_sql.encode())
+                await conn.execute(
+                    "INSERT INTO jobq_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+                done.append(migration.version)
+            return done
+
+    @contextlib.asynccontextmanager
+    async def _migration_transaction(
+        self,
+    ) -> AsyncIterator[tuple[AsyncConnection[Any], dict[int, str]]]:
+        """One transaction holding the migration advisory lock, so processes that start at the
+        same moment apply each migration once, in order, or not at all."""
+        async with self._transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS jobq_migrations (
+                       version integer PRIMARY KEY,
+                       name text NOT NULL,
+                       checksum text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            cur = await conn.execute("SELECT version, checksum FROM jobq_migrations")
+            applied = {int(v): str(c) for v, c in await cur.fetchall()}
+            yield conn, applied
+
+    # ------------------------------------------------------------------ producing
+    async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+        if not jobs:
+            return []
+        for job in jobs:
+            validate_new_job(job)
+        rows = [
+            {
+                "queue": j.queue,
+                "kind": j.kind,
+                "payload": j.payload,
+                "priority": j.priority,
+                "run_at": j.run_at,
+                "max_attempts": j.max_attempts,
+                "tenant": j.tenant,
+                "idempotency_key": j.idempotency_key,
+                "unique_key": j.unique_key,
+                "depends_on": list(j.depends_on) or None,
+                "timeout_s": j.timeout_s,
+                "request_id": j.request_id,
+                "request_fingerprint": j.request_fingerprint,
+            }
+            for j in jobs
+        ]
+        keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
+        due_queues = sorted({j.queue for j in jobs})
+        if connection is not None:
+            # The caller's transaction: the jobs and their wake-up commit (or not) with it.
+            created = await self._insert(connection, rows, keys)
+        else:
+            async with self._connection() as conn:
+                created = await self._insert(conn, rows, keys)
+            for queue in due_queues:
+                self._bus.publish("new", queue)
+        return match_inserted(jobs, created[0], created[1])
+
+    async def _insert(
+        self,
+        conn: AsyncConnection[Any],
+        rows: list[dict[str, Any]],
+        keys: list[str],
+    ) -> tuple[list[Job], list[Job]]:
+        # The statement NOTIFYs too; the notification goes out when its transaction commits
+        # (the caller's own, with connection=), so no worker wakes before it can see the rows.
+        if len(rows) == 1:
+            payload = dump_json(rows[0]["payload"])
+            refuse_nul(payload, rows[0]["payload"])
+            cur = conn.cursor(row_factory=_job_row)
+            await cur.execute(self._q["insert_job"], {**rows[0], "payload": payload})
+            inserted = await cur.fetchall()
+        else:
+            batch = dump_json(rows)
+            refuse_nul(batch, [row["payload"] for row in rows])
+            plain = conn.cursor()
+            await plain.execute(self._q["insert_jobs"], {"jobs": batch})
+            # Decoded back, so each job carries its payload as stored (JSON), not as given.
+            inserted = _jobs_from_request(orjson.loads(batch), await plain.fetchall())
+        existing: list[Job] = []
+        if len(inserted) < len(rows) and keys:
+            cur = conn.cursor(row_factory=_job_row)
+            await cur.execute(self._q["jobs_by_idempotency_keys"], {"keys": keys})
+            existing = await cur.fetchall()
+        return inserted, existing
+
+    # ------------------------------------------------------------------ working
+    async def claim_batch(self, params: ClaimParams) -> list[Job]:
+        if params.limit < 1:
+            return []
+        args: dict[str, Any]
+        if params.queues is None:
+            query, args = "claim_batch_any_queue", {"worker_id": params.worker_id}
+        else:
+            query = "claim_batch_by_queue"
+            args = {"worker_id": params.worker_id, "queues": list(params.queues)}
+        args["limit"] = params.limit
+        jobs = await self._fetch_jobs(query, args)
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    async def complete_many(self, completions: Sequence[Completion]) -> list[int]:
+        if not completions:
+            return []
+        return await self._fetch_ids(
+            "complete_many",
+            {
+                "ids": [c.job_id for c in completions],
+                "attempts": [c.attempt for c in completions],
+                "results": [dump_optional_json(c.result) for c in completions],
+            },
+        )
+
+    @contextlib.asynccontextmanager
+    async def job_transaction(
+        self, job_id: int, attempt: int
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        lease = {"id": job_id, "attempt": attempt}
+        async with self._transaction() as conn:
+            cur = await conn.execute(self._q["lock_running_job"], lease)
+            if not await cur.fetchall():
+                raise LeaseLostError(f"job {job_id} attempt {attempt} is no longer running here")
+            yield conn
+            cur = await conn.execute(
+                self._q["complete_many"],
+                {"ids": [job_id], "attempts": [attempt], "results": [None]},
+            )
+            if not await cur.fetchall():
+                raise LeaseLostError(f"job {job_id} attempt {attempt} could not be completed")
+
+    async def set_progress(self, job_id: int, attempt: int, progress: dict[str, Any]) -> bool:
+        args = {"id": job_id, "attempt": attempt, "progress": dump_json(progress)}
+        return bool(await self._fetch_ids("set_progress", args))
+
+    async def store_result(self, job_id: int, attempt: int, result: Any) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                self._q["store_result"],
+                {"id": job_id, "attempt": attempt, "result": dump_optional_json(result)},
+            )
+
+    async def fail_many(self, failures: Sequence[Failure]) -> list[int]:
+        if not failures:
+            return []
+        return await self._fetch_ids(
+            "fail_many",
+            {
+                "ids": [f.job_id for f in failures],
+                "attempts": [f.attempt for f in failures],
+                "errors": [f.error for f in failures],
+                "tracebacks": [f.traceback for f in failures],
+                "retry_in_s": [f.retry_in_s for f in failures],
+            },
+        )
+
+    async def finish_cancelled(self, job_id: int, attempt: int, reason: str) -> bool:
+        ids = await self._fetch_ids(
+            "finish_cancelled", {"id": job_id, "attempt": attempt, "reason": reason}
+        )
+        return bool(ids)
+
+    async def hand_back(self, job_id: int, attempt: int, reason: str) -> bool:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["hand_back"], {"id": job_id, "attempt": attempt})
+            moved = await cur.fetchall()
+            if moved:
+                log.info("job %s handed back: %s", job_id, reason)
+            return bool(moved)
+
+    async def cancel_requested_among(self, worker_id: str) -> set[int]:
+        return set(await self._fetch_ids("cancel_requested_among", {"worker_id": worker_id}))
+
+    async def rescue_stale(self, lease_s: float) -> list[int]:
+        rescued = await self._fetch_ids("rescue_stale", {"lease_s": lease_s})
+        async with self._connection() as conn:
+            await conn.execute(self._q["delete_stale_workers"], {"lease_s": lease_s})
+        return rescued
+
+    # ------------------------------------------------------------------ workers
+    async def register_worker(self, worker: WorkerRegistration) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                self._q["register_worker"],
+                {
+                    "id": worker.id,
+                    "hostname": worker.hostname,
+                    "pid": worker.pid,
+                    "queues": list(worker.queues) if worker.queues is not None else None,
+                    "concurrency": worker.concurrency,
+                },
+            )
+
+    async def heartbeat(self, worker_id: str) -> bool:
+        return bool(await self._fetch_ids("heartbeat", {"id": worker_id}))
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._q["unregister_worker"], {"id": worker_id})
+
+    async def workers(self) -> list[WorkerInfo]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["list_workers"])
+            return [
+                WorkerInfo(
+                    id=r[0],
+                    hostname=r[1],
+                    pid=r[2],
+                    queues=list(r[3] or []),
+                    concurrency=r[4],
+                    started_at=r[5],
+                    heartbeat_at=r[6],
+                )
+                for r in await cur.fetchall()
+            ]
+
+    # ------------------------------------------------------------------ managing
+    async def get(self, job_id: int) -> Job | None:
+        jobs = await self._fetch_jobs("get_job", {"id": job_id})
+        return jobs[0] if jobs else None
+
+    async def get_by_idempotency_key(self, key: str) -> Job | None:
+        jobs = await self._fetch_jobs("jobs_by_idempotency_keys", {"keys": [key]})
+        return jobs[0] if jobs else None
+
+    async def list_jobs(self, params: ListParams) -> list[Job]:
+        return await self._fetch_jobs(
+            "list_jobs",
+            {
+                "statuses": [str(s) for s in params.statuses] if params.statuses else None,
+                "kind": params.kind,
+                "queue": params.queue,
+                "tenant": params.tenant,
+                "created_after": params.created_after,
+                "created_before": params.created_before,
+                "before_id": params.before_id,
+                "limit": params.limit,
+            },
+        )
+
+    async def job_errors(self, job_id: int) -> list[JobError]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["job_errors"], {"id": job_id})
+            return [JobError(*row) for row in await cur.fetchall()]
+
+    async def cancel(self, job_id: int) -> CancelResult:
+        # Each step re-checks the status in its WHERE clause, so a job that moves between
+        # steps (queued -> running, running -> retrying) is caught by a later step or a
+        # second pass; no step can cancel a job in a status it should not.
+        for _ in range(5):
+            jobs = await self._fetch_jobs("cancel_pending", {"id": job_id})
+            if jobs:
+                return CancelResult(CancelOutcome.CANCELLED, jobs[0])
+            async with self._transaction() as conn:
+                cur = conn.cursor(row_factory=_job_row)
+                await cur.execute(self._q["request_cancel"], {"id": job_id})
+                requested = await cur.fetchall()
+                if requested:
+                    await conn.execute(self._q["notify_cancel"], {"id": job_id})
+            if requested:
+                self._bus.publish("cancel", str(job_id))
+                return CancelResult(CancelOutcome.REQUESTED, requested[0])
+            job = await self.get(job_id)
+            if job is None:
+                return CancelResult(CancelOutcome.NOT_FOUND, None)
+            if job.is_terminal:
+                return CancelResult(CancelOutcome.TERMINAL, job)
+        raise DatabaseUnavailableError(f"job {job_id} kept changing status; cancel again")
+
+    async def requeue(self, job_ids: Sequence[int]) -> list[int]:
+        if not job_ids:
+            return []
+        async with self._transaction() as conn:
+            cur = await conn.execute(self._q["requeue"], {"ids": list(job_ids)})
+            rows = await cur.fetchall()
+            queues = sorted({r[1] for r in rows})
+            if queues:
+                await conn.execute(self._q["notify_new"], {"queues": queues})
+        for queue in queues:
+            self._bus.publish("new", queue)
+        return sorted(r[0] for r in rows)
+
+    async def stats(self) -> list[QueueStat]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["stats"])
+            return [
+                QueueStat(queue=r[0], status=JobStatus(r[1]), count=r[2], oldest_run_at=r[3])
+                for r in await cur.fetchall()
+            ]
+
+    async def queue_depth(self, queue: str, at_most: int) -> int:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["queue_depth"], {"queue": queue, "at_most": at_most})
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    async def forget_idempotency_keys(self, older_than_s: float) -> int:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                self._q["forget_idempotency_keys"], {"older_than_s": older_than_s}
+            )
+            return cur.rowcount
+
+    async def take_leadership(self, name: str, holder: str, ttl_s: float) -> bool:
+        args = {"name": name, "holder": holder, "ttl_s": ttl_s}
+        return bool(await self._fetch_ids("take_leadership", args))
+
+    async def give_up_leadership(self, name: str, holder: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._q["give_up_leadership"], {"name": name, "holder": holder})
+
+    async def purge_finished(self, status: JobStatus, older_than_s: float, batch: int) -> int:
+        args = {"status": str(status), "older_than_s": older_than_s, "batch": batch}
+        return len(await self._fetch_ids("purge_finished", args))
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.execute("SELECT 1")
+
+    async def count_claimable(self, queues: Sequence[str] | None) -> int:
+        async with self._connection() as conn:
+            if queues is None:
+                cur = await conn.execute(self._q["count_claimable_any_queue"])
+            else:
+                cur = await conn.execute(
+                    self._q["count_claimable_by_queue"], {"queues": list(queues)}
+                )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------------ wake-ups
+    async def listen(self, handler: NotificationHandler) -> PostgresListener | LocalListener:
+        if self._settings.poll_only:
+            return LocalListener(self._bus, handler)
+        listener = PostgresListener(self._url, handler, self._bus)
+        await listener.start()
+        return listener
+
+
+class PostgresListener:
+    """A dedicated connection LISTENing on the jobq channel; reconnects after outages.
+
+    Losing notifications during an outage is harmless: workers also poll, and a reconnect
+    triggers a wake-up so nothing waits a full poll interval.
+    """
+
+    def __init__(self, url: str, handler: NotificationHandler, bus: LocalBus) -> None:
+        self._url = url
+        self._handler = handler
+        self._local = LocalListener(bus, handler)
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="jobq-listener")
+        # Wait briefly so notifications sent right after start() are not missed; if the
+        # database is down the worker carries on polling and the task keeps retrying.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout=5)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                conn = await AsyncConnection.connect(self._url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._connected.set()
+                    delay = 0.1
+                    self._handler("new", "*")  # catch up on anything sent while away
+                    async for note in conn.notifies():
+                        kind, _, value = note.payload.partition(":")
+                        self._handler(kind, value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep listening through outages
+                log.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
+                self._connected.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        await self._local.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS jobq_workers;
+DROP TABLE IF EXISTS jobq_job_errors;
+DROP TABLE IF EXISTS jobq_jobs;

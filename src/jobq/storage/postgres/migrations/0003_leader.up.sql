@@ -1,0 +1,7 @@
+-- Periodic maintenance (rescue, retention) runs in one process at a time: the holder of an
+-- unexpired row here. A holder that dies simply stops renewing, and the row expires.
+CREATE TABLE jobq_leader (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,
+    expires_at timestamptz NOT NULL
+);

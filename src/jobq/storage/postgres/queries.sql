@@ -1,0 +1,271 @@
+-- Named queries of the PostgreSQL driver. Every status change carries a WHERE status ... guard
+-- matching jobq.model.TRANSITIONS; writes about a running job are also guarded by its attempt.
+
+-- name: insert_jobs
+-- One statement, one round trip, for any number of jobs, and the wake-up NOTIFY too
+-- (delivered at commit; PostgreSQL folds the duplicates of a transaction). The batch travels
+-- as one JSON array, expanded in order by jsonb_to_recordset: far cheaper for the client than
+-- a dozen typed arrays. An idempotency key that exists already inserts nothing; the driver
+-- then reads the existing job.
+WITH inserted AS (
+INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
+                       idempotency_key, unique_key, depends_on, timeout_s, request_id,
+                       request_fingerprint, status)
+SELECT j.queue, j.kind, j.payload, j.priority, COALESCE(j.run_at, now()), j.max_attempts,
+       j.tenant, j.idempotency_key, j.unique_key, COALESCE(j.depends_on, '{}'),
+       j.timeout_s, j.request_id, j.request_fingerprint, 'queued'
+FROM jsonb_to_recordset(%(jobs)s::jsonb)
+     AS j(queue text, kind text, payload jsonb, priority int, run_at timestamptz,
+          max_attempts int, tenant text, idempotency_key text, unique_key text,
+          depends_on bigint[], timeout_s float8, request_id text, request_fingerprint text)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id, run_at, created_at, idempotency_key, queue
+)
+-- Only what the database decided comes back: the driver knows the rest from the request,
+-- and parsing 27 columns of every new row cost more than the INSERT itself.
+SELECT inserted.id, inserted.run_at, inserted.created_at, inserted.idempotency_key,
+       pg_notify('jobq', 'new:' || inserted.queue) AS notified
+FROM inserted
+
+-- name: insert_job
+-- insert_jobs for exactly one job: plain parameters instead of twelve one-element arrays.
+WITH inserted AS (
+    INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
+                           idempotency_key, unique_key, depends_on, timeout_s, request_id,
+                           request_fingerprint, status)
+    VALUES (%(queue)s, %(kind)s, %(payload)s::jsonb, %(priority)s,
+            COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(tenant)s,
+            %(idempotency_key)s, %(unique_key)s, COALESCE(%(depends_on)s::bigint[], '{}'),
+            %(timeout_s)s, %(request_id)s, %(request_fingerprint)s, 'queued')
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+)
+SELECT inserted.*, pg_notify('jobq', 'new:' || inserted.queue) AS notified FROM inserted
+
+-- name: jobs_by_idempotency_keys
+SELECT * FROM jobq_jobs WHERE idempotency_key = ANY(%(keys)s::text[])
+
+-- name: notify_new
+SELECT pg_notify('jobq', 'new:' || q) FROM unnest(%(queues)s::text[]) AS q
+
+-- name: notify_cancel
+SELECT pg_notify('jobq', 'cancel:' || %(id)s::text)
+
+-- name: claim_batch_by_queue
+WITH picked AS (
+    SELECT id FROM jobq_jobs
+    WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s::text[])
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobq_jobs j
+SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
+    heartbeat_at = now(), started_at = now(), updated_at = now()
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.*
+
+-- name: claim_batch_any_queue
+WITH picked AS (
+    SELECT id FROM jobq_jobs
+    WHERE status IN ('queued', 'retrying') AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobq_jobs j
+SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
+    heartbeat_at = now(), started_at = now(), updated_at = now()
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.*
+
+-- name: complete_many
+UPDATE jobq_jobs j
+SET status = 'succeeded', result = c.result::jsonb, finished_at = now(), updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(results)s::text[]) AS c(id, attempt, result)
+WHERE j.id = c.id AND j.attempt = c.attempt AND j.status = 'running'
+RETURNING j.id
+
+-- name: lock_running_job
+-- Held for the whole of a transactional completion, so a rescuer cannot take the job meanwhile.
+SELECT id FROM jobq_jobs
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
+FOR UPDATE
+
+-- name: set_progress
+UPDATE jobq_jobs SET progress = %(progress)s::jsonb, updated_at = now()
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
+RETURNING id
+
+-- name: store_result
+UPDATE jobq_jobs SET result = %(result)s::jsonb, updated_at = now()
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'succeeded'
+
+-- name: fail_many
+WITH f AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[],
+                         %(tracebacks)s::text[], %(retry_in_s)s::float8[])
+           AS f(id, attempt, error, traceback, retry_in_s)
+), moved AS (
+    -- A job whose cancellation was requested is not retried: it ends cancelled.
+    UPDATE jobq_jobs j
+    SET status = CASE WHEN j.cancel_requested THEN 'cancelled'
+                      WHEN f.retry_in_s IS NULL THEN 'failed' ELSE 'retrying' END,
+        run_at = CASE WHEN f.retry_in_s IS NULL OR j.cancel_requested THEN j.run_at
+                      ELSE now() + make_interval(secs => f.retry_in_s) END,
+        finished_at = CASE WHEN f.retry_in_s IS NULL OR j.cancel_requested THEN now() END,
+        last_error = f.error, updated_at = now()
+    FROM f
+    WHERE j.id = f.id AND j.attempt = f.attempt AND j.status = 'running'
+    RETURNING j.id
+)
+INSERT INTO jobq_job_errors (job_id, attempt, error, traceback)
+SELECT f.id, f.attempt, f.error, f.traceback FROM f JOIN moved ON moved.id = f.id
+RETURNING job_id
+
+-- name: finish_cancelled
+WITH moved AS (
+    UPDATE jobq_jobs
+    SET status = 'cancelled', finished_at = now(), updated_at = now(), last_error = %(reason)s
+    WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
+    RETURNING id, attempt
+)
+INSERT INTO jobq_job_errors (job_id, attempt, error)
+SELECT id, attempt, %(reason)s FROM moved
+RETURNING job_id
+
+-- name: hand_back
+UPDATE jobq_jobs
+SET status = 'queued', attempt = attempt - 1, run_at = now(), updated_at = now()
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'running'
+RETURNING id
+
+-- name: cancel_requested_among
+SELECT id FROM jobq_jobs
+WHERE locked_by = %(worker_id)s AND status = 'running' AND cancel_requested
+
+-- name: rescue_stale
+WITH stale AS (
+    SELECT j.id FROM jobq_jobs j
+    WHERE j.status = 'running'
+      AND j.heartbeat_at < now() - make_interval(secs => %(lease_s)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM jobq_workers w
+          WHERE w.id = j.locked_by AND w.heartbeat_at >= now() - make_interval(secs => %(lease_s)s))
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE jobq_jobs j
+    SET status = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'retrying' END,
+        run_at = now(),
+        finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+        last_error = 'lease expired: worker ' || j.locked_by || ' stopped heartbeating',
+        updated_at = now()
+    FROM stale
+    WHERE j.id = stale.id AND j.status = 'running'
+    RETURNING j.id, j.attempt, j.last_error
+)
+INSERT INTO jobq_job_errors (job_id, attempt, error)
+SELECT id, attempt, last_error FROM moved
+RETURNING job_id
+
+-- name: delete_stale_workers
+DELETE FROM jobq_workers WHERE heartbeat_at < now() - make_interval(secs => %(lease_s)s)
+
+-- name: register_worker
+INSERT INTO jobq_workers (id, hostname, pid, queues, concurrency)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+
+-- name: heartbeat
+UPDATE jobq_workers SET heartbeat_at = now() WHERE id = %(id)s RETURNING id
+
+-- name: unregister_worker
+DELETE FROM jobq_workers WHERE id = %(id)s
+
+-- name: list_workers
+SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at
+FROM jobq_workers ORDER BY started_at, id
+
+-- name: get_job
+SELECT * FROM jobq_jobs WHERE id = %(id)s
+
+-- name: list_jobs
+SELECT * FROM jobq_jobs
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: job_errors
+SELECT job_id, attempt, error, traceback, recorded_at FROM jobq_job_errors
+WHERE job_id = %(id)s ORDER BY id  -- oldest first: attempts restart after a requeue
+
+-- name: cancel_pending
+UPDATE jobq_jobs
+SET status = 'cancelled', cancel_requested = true, finished_at = now(), updated_at = now()
+WHERE id = %(id)s AND status IN ('queued', 'waiting', 'retrying')
+RETURNING *
+
+-- name: request_cancel
+UPDATE jobq_jobs SET cancel_requested = true, updated_at = now()
+WHERE id = %(id)s AND status = 'running'
+RETURNING *
+
+-- name: requeue
+UPDATE jobq_jobs
+SET status = 'queued', attempt = 0, run_at = now(), cancel_requested = false,
+    finished_at = NULL, updated_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('failed', 'cancelled')
+RETURNING id, queue
+
+-- name: stats
+SELECT queue, status, count(*) AS n, min(run_at) AS oldest_run_at
+FROM jobq_jobs GROUP BY queue, status ORDER BY queue, status
+
+-- name: queue_depth
+SELECT count(*) FROM (
+    SELECT 1 FROM jobq_jobs
+    WHERE queue = %(queue)s AND status IN ('queued', 'retrying')
+    LIMIT %(at_most)s
+) AS waiting
+
+-- name: forget_idempotency_keys
+UPDATE jobq_jobs SET idempotency_key = NULL, request_fingerprint = NULL
+WHERE idempotency_key IS NOT NULL
+  AND created_at < now() - make_interval(secs => %(older_than_s)s)
+
+-- name: count_claimable_by_queue
+SELECT count(*) FROM jobq_jobs
+WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s::text[])
+
+-- name: count_claimable_any_queue
+SELECT count(*) FROM jobq_jobs WHERE status IN ('queued', 'retrying') AND run_at <= now()
+
+-- name: take_leadership
+-- Returns a row only when this holder has (or now takes over) the unexpired lease.
+INSERT INTO jobq_leader (name, holder, expires_at)
+VALUES (%(name)s, %(holder)s, now() + make_interval(secs => %(ttl_s)s))
+ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+WHERE jobq_leader.holder = EXCLUDED.holder OR jobq_leader.expires_at < now()
+RETURNING holder
+
+-- name: give_up_leadership
+DELETE FROM jobq_leader WHERE name = %(name)s AND holder = %(holder)s
+
+-- name: purge_finished
+-- Small batches in id order (the status index), so retention never holds long locks.
+DELETE FROM jobq_jobs WHERE id IN (
+    SELECT id FROM jobq_jobs
+    WHERE status = %(status)s
+      AND finished_at < now() - make_interval(secs => %(older_than_s)s)
+    ORDER BY status, id
+    LIMIT %(batch)s
+)
+RETURNING id

@@ -1,0 +1,782 @@
+"""SQLite driver: aiosqlite, one write connection and one read connection per driver, WAL.
+
+Several worker processes may share one database file. SQLite lets one writer at a time hold
+the file's write lock, so every write that reads before it writes is either a single
+statement (``UPDATE ... RETURNING``) or runs inside ``BEGIN IMMEDIATE``, which takes the write
+lock up front; a process that finds the lock taken waits up to ``sqlite_busy_timeout_ms``.
+Within a process an asyncio lock keeps coroutines from interleaving statements on the shared
+write connection. Plain reads go to a second connection: in WAL mode they never wait for the
+writer.
+
+SQLite has no server push, so ``listen`` only hears this process's events; workers poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from ...config import Settings
+from ...errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    LeaseLostError,
+    MigrationError,
+    UnsupportedFeatureError,
+)
+from ...model import Job, JobError, JobStatus, WorkerInfo
+from ..base import (
+    CancelOutcome,
+    CancelResult,
+    ClaimParams,
+    Completion,
+    Failure,
+    ListParams,
+    NewJob,
+    NotificationHandler,
+    QueueStat,
+    WorkerRegistration,
+)
+from ..common import (
+    LocalBus,
+    LocalListener,
+    dump_json,
+    dump_optional_json,
+    match_inserted,
+    refuse_nul,
+    validate_new_job,
+)
+from ..sqlfiles import Migration, load_migrations, load_queries, pending_migrations
+
+log = logging.getLogger("jobq.storage.sqlite")
+
+URL_PREFIX = "sqlite:///"
+# RETURNING, UPDATE ... FROM and ALTER TABLE DROP COLUMN all arrived by 3.35.
+MIN_SQLITE_VERSION = (3, 35, 0)
+
+# Primary result codes meaning "the file cannot be used right now", as opposed to a mistake
+# in a statement. The numbers are SQLite's stable C API (sqlite3.h).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_PROTOCOL = 15
+_SQLITE_NOTADB = 26
+_UNAVAILABLE_CODES = frozenset(
+    {
+        _SQLITE_READONLY,
+        _SQLITE_IOERR,
+        _SQLITE_CORRUPT,
+        _SQLITE_FULL,
+        _SQLITE_CANTOPEN,
+        _SQLITE_PROTOCOL,
+        _SQLITE_NOTADB,
+    }
+)
+
+_TIME_COLUMNS = frozenset(
+    {"run_at", "created_at", "updated_at", "heartbeat_at", "started_at", "finished_at"}
+)
+_JSON_COLUMNS = frozenset({"payload", "progress", "result", "depends_on"})
+
+Params = Mapping[str, Any]
+
+
+def database_path(url: str) -> Path:
+    """The file a ``sqlite:///path`` URL names: relative after three slashes, absolute after
+    four (``sqlite:////var/lib/jobq.db``)."""
+    if not url.startswith(URL_PREFIX):
+        raise ConfigurationError(
+            f"unsupported SQLite URL {url!r}: use sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    raw = url.removeprefix(URL_PREFIX)
+    if not raw or raw.startswith(":memory:") or "mode=memory" in raw:
+        # Reader and writer are separate connections: each would get its own empty database.
+        raise ConfigurationError(
+            "in-memory SQLite databases are not supported: jobq needs a file that several "
+            "connections (and worker processes) share; use sqlite:///path/to/file.db"
+        )
+    return Path(raw)
+
+
+def _epoch(moment: datetime) -> float:
+    # A naive datetime is taken as UTC, as a PostgreSQL server running in UTC would.
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _optional_epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else _epoch(moment)
+
+
+def _datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _job(row: sqlite3.Row) -> Job:
+    values: dict[str, Any] = {}
+    for name in row.keys():  # noqa: SIM118 - sqlite3.Row is not iterable by name
+        value = row[name]
+        if value is not None:
+            if name in _TIME_COLUMNS:
+                value = _datetime(value)
+            elif name in _JSON_COLUMNS:
+                value = orjson.loads(value)
+        values[name] = value
+    values["status"] = JobStatus(values["status"])
+    values["cancel_requested"] = bool(values["cancel_requested"])
+    return Job(**values)
+
+
+def _unavailable_reason(exc: sqlite3.Error, busy_timeout_ms: int) -> str | None:
+    """Why ``exc`` means the database cannot be used right now, or None for an error in what
+    was asked of it (a constraint, a bad statement), which callers should see as it is."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    primary = code & 0xFF
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return (
+            f"is locked by another connection (waits up to {busy_timeout_ms} ms, "
+            "sqlite_busy_timeout_ms); retry later"
+        )
+    if primary in _UNAVAILABLE_CODES:
+        name = getattr(exc, "sqlite_errorname", "SQLITE_ERROR")
+        return f"cannot be used ({name}: {exc})"
+    return None
+
+
+def split_statements(script: str) -> list[str]:
+    """A SQL script as its separate statements. executescript would do this for us, but it
+    commits any open transaction first, and migrations must run inside one."""
+    statements: list[str] = []
+    pending = ""
+    # Cut at every ';' and let SQLite say whether the statement is complete, so semicolons in
+    # strings, comments and trigger bodies do not end a statement early.
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            statement = pending.strip()
+            if _has_sql(statement.removesuffix(";")):
+                statements.append(statement)
+            pending = ""
+    if _has_sql(pending.removesuffix(";")):
+        raise MigrationError(f"SQL script ends with an incomplete statement: {pending.strip()!r}")
+    return statements
+
+
+def _has_sql(text: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())
+
+
+class SqliteDriver:
+    dialect = "sqlite"
+
+    def __init__(self, url: str, settings: Settings | None = None) -> None:
+        self._settings = settings or Settings(database_url=url)
+        self._url = url
+        self._path = database_path(url)
+        self._busy_timeout_ms = self._settings.sqlite_busy_timeout_ms
+        self._q = load_queries("sqlite")
+        self._bus = LocalBus()
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._open_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        # The task inside a write transaction: if it calls back into the driver for another
+        # write it would wait on itself forever; it gets an error instead.
+        self._write_owner: asyncio.Task[Any] | None = None
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._writer is not None:
+                return
+            if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+                raise UnsupportedFeatureError(
+                    f"jobq needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} or newer; "
+                    f"this Python uses {sqlite3.sqlite_version}"
+                )
+            try:
+                await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnavailableError(
+                    f"cannot create the directory for SQLite database {self._path}: {exc}"
+                ) from exc
+            writer = await self._connect()
+            try:
+                reader = await self._connect()
+            except BaseException:
+                await writer.close()
+                raise
+            self._writer, self._reader = writer, reader
+
+    async def close(self) -> None:
+        # Under the write lock, so no transaction is cut off half way.
+        async with self._write_lock:
+            writer, reader = self._writer, self._reader
+            self._writer = self._reader = None
+            for conn in (writer, reader):
+                if conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        await conn.close()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        with self._translate():
+            conn = await aiosqlite.connect(
+                self._path, isolation_level=None, timeout=self._busy_timeout_ms / 1000
+            )
+            try:
+                conn.row_factory = sqlite3.Row
+                await conn.execute_fetchall(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
+                await self._enable_wal(conn)
+                await conn.execute_fetchall("PRAGMA synchronous = NORMAL")
+                await conn.execute_fetchall("PRAGMA foreign_keys = ON")
+            except BaseException:
+                await conn.close()
+                raise
+        return conn
+
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
+        """Put the file in WAL mode (it stays so: only the first opener of a new file switches).
+
+        Switching needs an exclusive lock, and when several connections race to switch a
+        fresh file SQLite answers SQLITE_BUSY at once instead of calling the busy handler, so
+        the retrying up to the busy timeout happens here.
+        """
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        delay = 0.005
+        while True:
+            try:
+                rows = await conn.execute_fetchall("PRAGMA journal_mode")
+                mode = str(next(iter(rows))[0]).lower()
+                if mode != "wal":
+                    rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                    mode = str(next(iter(rows))[0]).lower()
+                break
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if code not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        if mode != "wal":
+            log.warning(
+                "SQLite database %s is in %s journal mode, not WAL (a network filesystem?): "
+                "readers will wait for writers",
+                self._path,
+                mode,
+            )
+
+    @contextlib.contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Lock timeouts and file-level failures surface as DatabaseUnavailableError, so
+        callers (the API's 503, the worker's backoff) need not know sqlite3's errors."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            reason = _unavailable_reason(exc, self._busy_timeout_ms)
+            if reason is None:
+                raise
+            raise DatabaseUnavailableError(f"SQLite database {self._path} {reason}") from exc
+
+    def _refuse_reentry(self) -> None:
+        current = asyncio.current_task()
+        if current is not None and current is self._write_owner:
+            raise UnsupportedFeatureError(
+                "this task is inside a SQLite write transaction (ctx.transaction()), which "
+                "holds the database's only write connection: write through the connection "
+                "the block gives you, or call jobq after the block ends"
+            )
+
+    async def _writer_conn(self) -> aiosqlite.Connection:
+        """The write connection; call with the write lock held."""
+        if self._writer is None:
+            await self.open()
+        if self._writer is None:
+            raise DatabaseUnavailableError(f"SQLite database {self._path} was closed")
+        return self._writer
+
+    async def _reader_conn(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            await self.open()
+        if self._reader is None:
+            raise DatabaseUnavailableError(f"SQLite database {self._path} was closed")
+        return self._reader
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The write connection inside ``BEGIN IMMEDIATE``; commits when the block ends
+        without error, rolls back otherwise."""
+        self._refuse_reentry()
+        async with self._write_lock:
+            conn = await self._writer_conn()
+            self._write_owner = asyncio.current_task()
+            try:
+                # BEGIN sits inside the try: if this task is cancelled while BEGIN waits for
+                # the file lock, the statement still completes on aiosqlite's thread, and the
+                # ROLLBACK queued behind it must close that transaction again.
+                with self._translate():
+                    await conn.execute_fetchall("BEGIN IMMEDIATE")
+                yield conn
+                with self._translate():
+                    await conn.execute_fetchall("COMMIT")
+            except BaseException:
+                # Fails harmlessly when BEGIN itself failed and no transaction is open.
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await conn.execute_fetchall("ROLLBACK")
+                raise
+            finally:
+                self._write_owner = None
+
+    async def _run(self, conn: aiosqlite.Connection, query: str, params: Params) -> list[Any]:
+        """Run a named query on a connection the caller already holds."""
+        with self._translate():
+            return list(await conn.execute_fetchall(self._q[query], params))
+
+    async def _write(self, query: str, params: Params) -> list[Any]:
+        """One statement on the write connection, committed on its own."""
+        self._refuse_reentry()
+        async with self._write_lock:
+            return await self._run(await self._writer_conn(), query, params)
+
+    async def _read(self, query: str, params: Params | None = None) -> list[Any]:
+        return await self._run(await self._reader_conn(), query, params or {})
+
+    # ------------------------------------------------------------------ migrations
+    async def rollback(self, steps: int = 1) -> list[int]:
+        if steps < 1:
+            raise MigrationError("rollback needs at least one step")
+        async with self._migration_transaction() as (conn, applied):
+            done = []
+            for migration in sorted(
+                (m for m in load_migrations("sqlite") if m.version in applied),
+                key=lambda m: m.version,
+                reverse=True,
+            )[:steps]:
+                await self._run_script(conn, migration, migration.down_sql, "rolling back")
+                with self._translate():
+                    await conn.execute_fetchall(
+                        "DELETE FROM jobq_migrations WHERE version = ?", (migration.version,)
+                    )
+                done.append(migration.version)
+            return done
+
+    async def applied_migrations(self) -> list[int]:
+        # A plain read, not the migration transaction: readiness probes call this, and they
+        # should not queue for the write lock behind busy workers. One SELECT sees one
+        # committed state, which is all the answer needs.
+        conn = await self._reader_conn()
+        with self._translate():
+            exists = await conn.execute_fetchall(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobq_migrations'"
+            )
+            if not list(exists):
+                return []
+            rows = await conn.execute_fetchall("SELECT version FROM jobq_migrations")
+        return sorted(int(r[0]) for r in rows)
+
+    async def migrate(self) -> list[int]:
+        async with self._migration_transaction() as (conn, applied):
+            done = []
+            for migration in pending_migrations("sqlite", applied):
+                await self._run_script(conn, migration, migration.up_sql, "applying")
+                with self._translate():
+                    await conn.execute_fetchall(
+                        "INSERT INTO jobq_migrations (version, name, checksum, applied_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (migration.version, migration.name, migration.checksum, time.time()),
+                    )
+                done.append(migration.version)
+            return done
+
+    async def _run_script(
+        self, conn: aiosqlite.Connection, migration: Migration, script: str, doing: str
+    ) -> None:
+        for statement in split_statements(script):
+            try:
+                with self._translate():
+                    await conn.execute_fetchall(statement)
+            except sqlite3.Error as exc:
+                raise MigrationError(
+                    f"{doing} migration {migration.version:04d}_{migration.name} failed: {exc}"
+                ) from exc
+
+    @contextlib.asynccontextmanager
+    async def _migration_transaction(
+        self,
+    ) -> AsyncIterator[tuple[aiosqlite.Connection, dict[int, str]]]:
+        """One BEGIN IMMEDIATE transaction: it holds the write lock from the first read of
+        jobq_migrations, so processes that start at the same moment apply each migration
+        once, in order, or not at all (SQLite's DDL is transactional)."""
+        async with self._transaction() as conn:
+            with self._translate():
+                await conn.execute_fetchall(
+                    """CREATE TABLE IF NOT EXISTS jobq_migrations (
+                           version INTEGER PRIMARY KEY,
+                           name TEXT NOT NULL,
+                           checksum TEXT NOT NULL,
+                           applied_at REAL NOT NULL)"""
+                )
+                rows = await conn.execute_fetchall("SELECT version, checksum FROM jobq_migrations")
+            applied = {int(v): str(c) for v, c in rows}
+            yield conn, applied
+
+    # ------------------------------------------------------------------ producing
+    async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+        if connection is not None:
+            raise UnsupportedFeatureError(
+                "enqueueing inside your own transaction needs PostgreSQL; with SQLite, "
+                "enqueue after your transaction commits (call enqueue without connection=)"
+            )
+        if not jobs:
+            return []
+        for job in jobs:
+            validate_new_job(job)
+        payloads = [dump_json(j.payload) for j in jobs]
+        for encoded, job in zip(payloads, jobs, strict=True):
+            refuse_nul(encoded, job.payload)
+        rows = [
+            {
+                "queue": j.queue,
+                "kind": j.kind,
+                "payload": payload,
+                "priority": j.priority,
+                "run_at": _optional_epoch(j.run_at),
+                "max_attempts": j.max_attempts,
+                "tenant": j.tenant,
+                "idempotency_key": j.idempotency_key,
+                "unique_key": j.unique_key,
+                "depends_on": dump_json(list(j.depends_on)),
+                "timeout_s": j.timeout_s,
+                "request_id": j.request_id,
+                "request_fingerprint": j.request_fingerprint,
+            }
+            for j, payload in zip(jobs, payloads, strict=True)
+        ]
+        params = {"jobs": dump_json(rows), "now": time.time()}
+        keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
+        async with self._transaction() as conn:
+            inserted = [_job(r) for r in await self._run(conn, "insert_jobs", params)]
+            existing: list[Job] = []
+            if len(inserted) < len(jobs) and keys:
+                existing = [
+                    _job(r)
+                    for r in await self._run(
+                        conn, "jobs_by_idempotency_keys", {"keys": dump_json(keys)}
+                    )
+                ]
+        for queue in sorted({j.queue for j in jobs}):
+            self._bus.publish("new", queue)
+        return match_inserted(jobs, inserted, existing)
+
+    # ------------------------------------------------------------------ working
+    async def claim_batch(self, params: ClaimParams) -> list[Job]:
+        if params.limit < 1:
+            return []
+        args: dict[str, Any] = {
+            "worker_id": params.worker_id,
+            "limit": params.limit,
+            "now": time.time(),
+        }
+        if params.queues is None:
+            query = "claim_batch_any_queue"
+        else:
+            query = "claim_batch_by_queue"
+            args["queues"] = dump_json(list(params.queues))
+        jobs = [_job(r) for r in await self._write(query, args)]
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    async def complete_many(self, completions: Sequence[Completion]) -> list[int]:
+        if not completions:
+            return []
+        batch = [
+            {"id": c.job_id, "attempt": c.attempt, "result": dump_optional_json(c.result)}
+            for c in completions
+        ]
+        rows = await self._write(
+            "complete_many", {"completions": dump_json(batch), "now": time.time()}
+        )
+        return [int(r[0]) for r in rows]
+
+    @contextlib.asynccontextmanager
+    async def job_transaction(
+        self, job_id: int, attempt: int
+    ) -> AsyncIterator[aiosqlite.Connection]:
+        # The whole block holds SQLite's write lock (BEGIN IMMEDIATE): other writers, in this
+        # process and others, wait for it, so keep the block short.
+        lease = {"id": job_id, "attempt": attempt}
+        async with self._transaction() as conn:
+            if not await self._run(conn, "lock_running_job", lease):
+                raise LeaseLostError(f"job {job_id} attempt {attempt} is no longer running here")
+            yield conn
+            completion = [{"id": job_id, "attempt": attempt, "result": None}]
+            moved = await self._run(
+                conn, "complete_many", {"completions": dump_json(completion), "now": time.time()}
+            )
+            if not moved:
+                raise LeaseLostError(f"job {job_id} attempt {attempt} could not be completed")
+
+    async def set_progress(self, job_id: int, attempt: int, progress: dict[str, Any]) -> bool:
+        args = {
+            "id": job_id,
+            "attempt": attempt,
+            "progress": dump_json(progress),
+            "now": time.time(),
+        }
+        return bool(await self._write("set_progress", args))
+
+    async def store_result(self, job_id: int, attempt: int, result: Any) -> None:
+        await self._write(
+            "store_result",
+            {
+                "id": job_id,
+                "attempt": attempt,
+                "result": dump_optional_json(result),
+                "now": time.time(),
+            },
+        )
+
+    async def fail_many(self, failures: Sequence[Failure]) -> list[int]:
+        if not failures:
+            return []
+        now = time.time()
+        batch = [
+            {"id": f.job_id, "attempt": f.attempt, "error": f.error, "retry_in_s": f.retry_in_s}
+            for f in failures
+        ]
+        async with self._transaction() as conn:
+            rows = await self._run(conn, "fail_many", {"failures": dump_json(batch), "now": now})
+            moved = {int(r[0]) for r in rows}
+            recorded = [f for f in failures if f.job_id in moved]
+            await self._record_errors(
+                conn, [(f.job_id, f.attempt, f.error, f.traceback) for f in recorded], now
+            )
+        return [f.job_id for f in recorded]
+
+    async def _record_errors(
+        self,
+        conn: aiosqlite.Connection,
+        errors: Iterable[tuple[int, int, str, str | None]],
+        now: float,
+    ) -> None:
+        params = [
+            {"job_id": job_id, "attempt": attempt, "error": error, "traceback": tb, "now": now}
+            for job_id, attempt, error, tb in errors
+        ]
+        if params:
+            with self._translate():
+                await conn.executemany(self._q["record_error"], params)
+
+    async def finish_cancelled(self, job_id: int, attempt: int, reason: str) -> bool:
+        now = time.time()
+        async with self._transaction() as conn:
+            rows = await self._run(
+                conn,
+                "finish_cancelled",
+                {"id": job_id, "attempt": attempt, "reason": reason, "now": now},
+            )
+            await self._record_errors(conn, [(r[0], r[1], reason, None) for r in rows], now)
+        return bool(rows)
+
+    async def hand_back(self, job_id: int, attempt: int, reason: str) -> bool:
+        moved = await self._write(
+            "hand_back", {"id": job_id, "attempt": attempt, "now": time.time()}
+        )
+        if moved:
+            log.info("job %s handed back: %s", job_id, reason)
+        return bool(moved)
+
+    async def cancel_requested_among(self, worker_id: str) -> set[int]:
+        rows = await self._read("cancel_requested_among", {"worker_id": worker_id})
+        return {int(r[0]) for r in rows}
+
+    async def rescue_stale(self, lease_s: float) -> list[int]:
+        now = time.time()
+        params = {"lease_s": lease_s, "now": now}
+        async with self._transaction() as conn:
+            rows = await self._run(conn, "rescue_stale", params)
+            await self._record_errors(conn, [(r[0], r[1], r[2], None) for r in rows], now)
+            await self._run(conn, "delete_stale_workers", params)
+        return [int(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ workers
+    async def register_worker(self, worker: WorkerRegistration) -> None:
+        await self._write(
+            "register_worker",
+            {
+                "id": worker.id,
+                "hostname": worker.hostname,
+                "pid": worker.pid,
+                "queues": dump_json(list(worker.queues)) if worker.queues is not None else None,
+                "concurrency": worker.concurrency,
+                "now": time.time(),
+            },
+        )
+
+    async def heartbeat(self, worker_id: str) -> bool:
+        return bool(await self._write("heartbeat", {"id": worker_id, "now": time.time()}))
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._write("unregister_worker", {"id": worker_id})
+
+    async def workers(self) -> list[WorkerInfo]:
+        return [
+            WorkerInfo(
+                id=r[0],
+                hostname=r[1],
+                pid=r[2],
+                queues=list(orjson.loads(r[3])) if r[3] is not None else [],
+                concurrency=r[4],
+                started_at=_datetime(r[5]),
+                heartbeat_at=_datetime(r[6]),
+            )
+            for r in await self._read("list_workers")
+        ]
+
+    # ------------------------------------------------------------------ managing
+    async def get(self, job_id: int) -> Job | None:
+        rows = await self._read("get_job", {"id": job_id})
+        return _job(rows[0]) if rows else None
+
+    async def get_by_idempotency_key(self, key: str) -> Job | None:
+        rows = await self._read("jobs_by_idempotency_keys", {"keys": dump_json([key])})
+        return _job(rows[0]) if rows else None
+
+    async def list_jobs(self, params: ListParams) -> list[Job]:
+        rows = await self._read(
+            "list_jobs",
+            {
+                "statuses": (
+                    dump_json([str(s) for s in params.statuses]) if params.statuses else None
+                ),
+                "kind": params.kind,
+                "queue": params.queue,
+                "tenant": params.tenant,
+                "created_after": _optional_epoch(params.created_after),
+                "created_before": _optional_epoch(params.created_before),
+                "before_id": params.before_id,
+                "limit": params.limit,
+            },
+        )
+        return [_job(r) for r in rows]
+
+    async def job_errors(self, job_id: int) -> list[JobError]:
+        return [
+            JobError(r[0], r[1], r[2], r[3], _datetime(r[4]))
+            for r in await self._read("job_errors", {"id": job_id})
+        ]
+
+    async def cancel(self, job_id: int) -> CancelResult:
+        # One transaction holding the write lock: the job cannot change status between the
+        # checks, so no retry loop is needed (unlike PostgreSQL's row-by-row version).
+        params = {"id": job_id, "now": time.time()}
+        async with self._transaction() as conn:
+            rows = await self._run(conn, "cancel_pending", params)
+            if rows:
+                return CancelResult(CancelOutcome.CANCELLED, _job(rows[0]))
+            requested = await self._run(conn, "request_cancel", params)
+            if not requested:
+                found = await self._run(conn, "get_job", params)
+                if not found:
+                    return CancelResult(CancelOutcome.NOT_FOUND, None)
+                return CancelResult(CancelOutcome.TERMINAL, _job(found[0]))
+        # Published after the commit, so the worker that hears it sees cancel_requested.
+        self._bus.publish("cancel", str(job_id))
+        return CancelResult(CancelOutcome.REQUESTED, _job(requested[0]))
+
+    async def requeue(self, job_ids: Sequence[int]) -> list[int]:
+        if not job_ids:
+            return []
+        rows = await self._write("requeue", {"ids": dump_json(list(job_ids)), "now": time.time()})
+        for queue in sorted({r[1] for r in rows}):
+            self._bus.publish("new", queue)
+        return sorted(int(r[0]) for r in rows)
+
+    async def stats(self) -> list[QueueStat]:
+        return [
+            QueueStat(
+                queue=r[0],
+                status=JobStatus(r[1]),
+                count=r[2],
+                oldest_run_at=_datetime(r[3]) if r[3] is not None else None,
+            )
+            for r in await self._read("stats")
+        ]
+
+    async def queue_depth(self, queue: str, at_most: int) -> int:
+        # SQLite reads a negative LIMIT as "no limit"; the point here is a bounded count.
+        rows = await self._read("queue_depth", {"queue": queue, "at_most": max(at_most, 0)})
+        return int(rows[0][0]) if rows else 0
+
+    async def forget_idempotency_keys(self, older_than_s: float) -> int:
+        self._refuse_reentry()
+        async with self._write_lock:
+            conn = await self._writer_conn()
+            with self._translate():
+                cursor = await conn.execute(
+                    self._q["forget_idempotency_keys"],
+                    {"older_than_s": older_than_s, "now": time.time()},
+                )
+                await cursor.close()
+            return int(cursor.rowcount)
+
+    async def take_leadership(self, name: str, holder: str, ttl_s: float) -> bool:
+        args = {"name": name, "holder": holder, "ttl_s": ttl_s, "now": time.time()}
+        return bool(await self._write("take_leadership", args))
+
+    async def give_up_leadership(self, name: str, holder: str) -> None:
+        await self._write("give_up_leadership", {"name": name, "holder": holder})
+
+    async def purge_finished(self, status: JobStatus, older_than_s: float, batch: int) -> int:
+        args = {
+            "status": str(status),
+            "older_than_s": older_than_s,
+            "batch": batch,
+            "now": time.time(),
+        }
+        return len(await self._write("purge_finished", args))
+
+    async def ping(self) -> None:
+        # Reading the schema touches the file, which SELECT 1 would not.
+        conn = await self._reader_conn()
+        with self._translate():
+            await conn.execute_fetchall("SELECT count(*) FROM sqlite_master")
+
+    async def count_claimable(self, queues: Sequence[str] | None) -> int:
+        now = time.time()
+        if queues is None:
+            rows = await self._read("count_claimable_any_queue", {"now": now})
+        else:
+            rows = await self._read(
+                "count_claimable_by_queue", {"queues": dump_json(list(queues)), "now": now}
+            )
+        return int(rows[0][0]) if rows else 0
+
+    # ------------------------------------------------------------------ wake-ups
+    async def listen(self, handler: NotificationHandler) -> LocalListener:
+        return LocalListener(self._bus, handler)

@@ -1,0 +1,241 @@
+-- Named queries of the SQLite driver. Every status change carries a WHERE status ... guard
+-- matching jobq.model.TRANSITIONS; writes about a running job are also guarded by its attempt.
+--
+-- :now is always passed in by the driver (unix epoch seconds from Python): one clock for every
+-- process on the host, and one value for every row a statement touches. Batches arrive as one
+-- JSON array parameter read with json_each, so a batch is one statement whatever its size.
+-- json_extract (not ->>) keeps SQLite 3.35, the first with RETURNING, enough.
+
+-- name: insert_jobs
+-- An idempotency key that exists already inserts nothing; the driver then reads the existing
+-- job. ORDER BY j.key hands out ids in request order. The WHERE true is SQLite's required
+-- disambiguation between a join's ON and the upsert's ON CONFLICT.
+INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
+                       idempotency_key, unique_key, depends_on, timeout_s, request_id,
+                       request_fingerprint, status, created_at, updated_at)
+SELECT json_extract(j.value, '$.queue'), json_extract(j.value, '$.kind'),
+       json_extract(j.value, '$.payload'), json_extract(j.value, '$.priority'),
+       COALESCE(json_extract(j.value, '$.run_at'), :now), json_extract(j.value, '$.max_attempts'),
+       json_extract(j.value, '$.tenant'), json_extract(j.value, '$.idempotency_key'),
+       json_extract(j.value, '$.unique_key'), json_extract(j.value, '$.depends_on'),
+       json_extract(j.value, '$.timeout_s'), json_extract(j.value, '$.request_id'),
+       json_extract(j.value, '$.request_fingerprint'), 'queued', :now, :now
+FROM json_each(:jobs) AS j
+WHERE true
+ORDER BY j.key
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *
+
+-- name: jobs_by_idempotency_keys
+SELECT * FROM jobq_jobs WHERE idempotency_key IN (SELECT value FROM json_each(:keys))
+
+-- name: claim_batch_by_queue
+-- One statement: the pick and the update cannot be split by another process's claim.
+-- INDEXED BY because, without statistics, SQLite prefers jobq_jobs_status_id and sorts every
+-- claimable row on each claim (about 20 ms per claim with 100k waiting, all of it under the
+-- write lock); the claim index reads rows already in order and stops at the limit.
+UPDATE jobq_jobs
+SET status = 'running', attempt = attempt + 1, locked_by = :worker_id,
+    heartbeat_at = :now, started_at = :now, updated_at = :now
+WHERE id IN (
+    SELECT id FROM jobq_jobs INDEXED BY jobq_jobs_claim_by_queue
+    WHERE status IN ('queued', 'retrying') AND run_at <= :now
+      AND queue IN (SELECT value FROM json_each(:queues))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING *
+
+-- name: claim_batch_any_queue
+UPDATE jobq_jobs
+SET status = 'running', attempt = attempt + 1, locked_by = :worker_id,
+    heartbeat_at = :now, started_at = :now, updated_at = :now
+WHERE id IN (
+    SELECT id FROM jobq_jobs INDEXED BY jobq_jobs_claim_any_queue
+    WHERE status IN ('queued', 'retrying') AND run_at <= :now
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING *
+
+-- name: complete_many
+-- :completions is [{"id", "attempt", "result"}], result being JSON text or null.
+UPDATE jobq_jobs AS j
+SET status = 'succeeded', result = c.result, finished_at = :now, updated_at = :now
+FROM (
+    SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.attempt') AS attempt,
+           json_extract(value, '$.result') AS result
+    FROM json_each(:completions)
+) AS c
+-- The unary + keeps the planner off the status index: the batch must drive primary-key
+-- lookups, else every running job is matched against the whole batch under the write lock.
+WHERE j.id = c.id AND j.attempt = c.attempt AND +j.status = 'running'
+RETURNING id
+
+-- name: lock_running_job
+-- Run inside BEGIN IMMEDIATE: the transaction holds the database's write lock, so no rescuer
+-- can take the job until the transactional completion commits or rolls back.
+SELECT id FROM jobq_jobs WHERE id = :id AND attempt = :attempt AND status = 'running'
+
+-- name: set_progress
+UPDATE jobq_jobs SET progress = :progress, updated_at = :now
+WHERE id = :id AND attempt = :attempt AND status = 'running'
+RETURNING id
+
+-- name: store_result
+UPDATE jobq_jobs SET result = :result, updated_at = :now
+WHERE id = :id AND attempt = :attempt AND status = 'succeeded'
+
+-- name: fail_many
+-- :failures is [{"id", "attempt", "error", "retry_in_s"}]; the driver then records one
+-- jobq_job_errors row (record_error) per job this moved, in the same transaction.
+-- A job whose cancellation was requested is not retried: it ends cancelled.
+UPDATE jobq_jobs AS j
+SET status = CASE WHEN j.cancel_requested THEN 'cancelled'
+                  WHEN f.retry_in_s IS NULL THEN 'failed' ELSE 'retrying' END,
+    run_at = CASE WHEN f.retry_in_s IS NULL OR j.cancel_requested THEN j.run_at
+                  ELSE :now + f.retry_in_s END,
+    finished_at = CASE WHEN f.retry_in_s IS NULL OR j.cancel_requested THEN :now END,
+    last_error = f.error, updated_at = :now
+FROM (
+    SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.attempt') AS attempt,
+           json_extract(value, '$.error') AS error,
+           json_extract(value, '$.retry_in_s') AS retry_in_s
+    FROM json_each(:failures)
+) AS f
+WHERE j.id = f.id AND j.attempt = f.attempt AND +j.status = 'running'  -- + : see complete_many
+RETURNING id
+
+-- name: record_error
+INSERT INTO jobq_job_errors (job_id, attempt, error, traceback, recorded_at)
+VALUES (:job_id, :attempt, :error, :traceback, :now)
+
+-- name: finish_cancelled
+UPDATE jobq_jobs
+SET status = 'cancelled', finished_at = :now, updated_at = :now, last_error = :reason
+WHERE id = :id AND attempt = :attempt AND status = 'running'
+RETURNING id, attempt
+
+-- name: hand_back
+UPDATE jobq_jobs
+SET status = 'queued', attempt = attempt - 1, run_at = :now, updated_at = :now
+WHERE id = :id AND attempt = :attempt AND status = 'running'
+RETURNING id
+
+-- name: cancel_requested_among
+SELECT id FROM jobq_jobs
+WHERE locked_by = :worker_id AND status = 'running' AND cancel_requested
+
+-- name: rescue_stale
+-- SET expressions see the row as it was, so the CASEs test the attempt that was running.
+UPDATE jobq_jobs
+SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
+    run_at = :now,
+    finished_at = CASE WHEN attempt >= max_attempts THEN :now END,
+    last_error = 'lease expired: worker ' || locked_by || ' stopped heartbeating',
+    updated_at = :now
+WHERE status = 'running'
+  AND heartbeat_at < :now - :lease_s
+  AND NOT EXISTS (
+      SELECT 1 FROM jobq_workers AS w
+      WHERE w.id = jobq_jobs.locked_by AND w.heartbeat_at >= :now - :lease_s)
+RETURNING id, attempt, last_error
+
+-- name: delete_stale_workers
+DELETE FROM jobq_workers WHERE heartbeat_at < :now - :lease_s
+
+-- name: register_worker
+INSERT INTO jobq_workers (id, hostname, pid, queues, concurrency, started_at, heartbeat_at)
+VALUES (:id, :hostname, :pid, :queues, :concurrency, :now, :now)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = :now
+
+-- name: heartbeat
+UPDATE jobq_workers SET heartbeat_at = :now WHERE id = :id RETURNING id
+
+-- name: unregister_worker
+DELETE FROM jobq_workers WHERE id = :id
+
+-- name: list_workers
+SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at
+FROM jobq_workers ORDER BY started_at, id
+
+-- name: get_job
+SELECT * FROM jobq_jobs WHERE id = :id
+
+-- name: list_jobs
+SELECT * FROM jobq_jobs
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:kind IS NULL OR kind = :kind)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+  AND (:before_id IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: job_errors
+SELECT job_id, attempt, error, traceback, recorded_at FROM jobq_job_errors
+WHERE job_id = :id ORDER BY id  -- oldest first: attempts restart after a requeue
+
+-- name: cancel_pending
+UPDATE jobq_jobs
+SET status = 'cancelled', cancel_requested = 1, finished_at = :now, updated_at = :now
+WHERE id = :id AND status IN ('queued', 'waiting', 'retrying')
+RETURNING *
+
+-- name: request_cancel
+UPDATE jobq_jobs SET cancel_requested = 1, updated_at = :now
+WHERE id = :id AND status = 'running'
+RETURNING *
+
+-- name: requeue
+UPDATE jobq_jobs
+SET status = 'queued', attempt = 0, run_at = :now, cancel_requested = 0,
+    finished_at = NULL, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('failed', 'cancelled')
+RETURNING id, queue
+
+-- name: stats
+SELECT queue, status, count(*) AS n, min(run_at) AS oldest_run_at
+FROM jobq_jobs GROUP BY queue, status ORDER BY queue, status
+
+-- name: queue_depth
+SELECT count(*) FROM (
+    SELECT 1 FROM jobq_jobs
+    WHERE queue = :queue AND status IN ('queued', 'retrying')
+    LIMIT :at_most
+) AS waiting
+
+-- name: forget_idempotency_keys
+UPDATE jobq_jobs SET idempotency_key = NULL, request_fingerprint = NULL
+WHERE idempotency_key IS NOT NULL AND created_at < :now - :older_than_s
+
+-- name: count_claimable_by_queue
+SELECT count(*) FROM jobq_jobs
+WHERE status IN ('queued', 'retrying') AND run_at <= :now
+  AND queue IN (SELECT value FROM json_each(:queues))
+
+-- name: count_claimable_any_queue
+SELECT count(*) FROM jobq_jobs WHERE status IN ('queued', 'retrying') AND run_at <= :now
+
+-- name: take_leadership
+-- Returns a row only when this holder has (or now takes over) the unexpired lease.
+INSERT INTO jobq_leader (name, holder, expires_at)
+VALUES (:name, :holder, :now + :ttl_s)
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE jobq_leader.holder = excluded.holder OR jobq_leader.expires_at < :now
+RETURNING holder
+
+-- name: give_up_leadership
+DELETE FROM jobq_leader WHERE name = :name AND holder = :holder
+
+-- name: purge_finished
+-- Small batches in id order (the status index), so retention never holds the lock long.
+DELETE FROM jobq_jobs WHERE id IN (
+    SELECT id FROM jobq_jobs
+    WHERE status = :status AND finished_at < :now - :older_than_s
+    ORDER BY status, id
+    LIMIT :batch
+)
+RETURNING id
