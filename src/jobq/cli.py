@@ -1,0 +1,455 @@
+"""The ``jobq`` command line. Bad input: one clear line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any, TypeVar
+
+import pydantic
+import typer
+
+from .app import JobQueue
+from .config import Settings
+from .errors import JobqError
+from .observability.logging import configure_logging
+from .observability.metrics import Metrics
+from .worker.simulated import PLANS, register_demo_tasks
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="jobq",
+    help="A durable job queue on PostgreSQL or SQLite.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        "-d",
+        envvar="JOBQ_DATABASE_URL",
+        help="postgresql://... or sqlite:///file.db (default sqlite:///./jobq.db)",
+        show_default=False,
+    ),
+]
+
+
+AppSpec = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="[APP]", help="module:attribute of your JobQueue (default: the demo kinds)"
+    ),
+]
+
+
+class CliError(Exception):
+    """A mistake in what was typed; shown as one line."""
+
+
+def _settings(database_url: str | None, **overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if database_url is not None:
+        values["database_url"] = database_url
+    try:
+        return Settings(**values)
+    except pydantic.ValidationError as exc:
+        raise _invalid_setting(exc) from None
+
+
+def _invalid_setting(exc: pydantic.ValidationError) -> typer.Exit:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "setting"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    typer.echo(f"error: {where}: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; turn expected failures into one line and exit code 1."""
+    try:
+        return asyncio.run(_call(make))
+    except (JobqError, CliError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except pydantic.ValidationError as exc:
+        raise _invalid_setting(exc) from None
+
+
+async def _call(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()
+
+
+def load_app(spec: str | None, settings: Settings, database_url: str | None = None) -> JobQueue:
+    """``module:attribute`` naming a JobQueue, or the demo kinds when no spec is given. A
+    database URL given on the command line (or JOBQ_DATABASE_URL) overrides the app's own."""
+    if spec is None:
+        jobq = JobQueue(settings=settings)
+        register_demo_tasks(jobq)
+        return jobq
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise CliError(f"APP must look like 'package.module:jobq', got {spec!r}")
+    sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"cannot import {module_name!r}: {exc}") from exc
+    found = getattr(module, attribute, None)
+    if not isinstance(found, JobQueue):
+        raise CliError(f"{spec!r} is not a JobQueue")
+    jobq = found
+    if database_url is not None and database_url != jobq.settings.database_url:
+        if jobq._driver is not None:
+            raise CliError(f"{spec!r} already opened its database; cannot switch it")
+        jobq.settings = jobq.settings.model_copy(update={"database_url": database_url})
+    return jobq
+
+
+@app.command()
+def migrate(
+    database_url: DatabaseUrl = None,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Undo the newest migration(s) instead")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Undo every migration, then apply all again")
+    ] = False,
+    steps: Annotated[
+        int | None, typer.Argument(help="With --rollback: how many to undo (default 1)")
+    ] = None,
+) -> None:
+    """Bring the database schema up to date (or roll it back)."""
+    if rollback and refresh:
+        raise _usage("use --rollback or --refresh, not both")
+    if steps is not None and not rollback:
+        raise _usage("a step count goes with --rollback")
+    if steps is not None and steps < 1:
+        raise _usage("the step count must be at least 1")
+    settings = _settings(database_url)
+
+    async def work() -> None:
+        jobq = JobQueue(settings=settings)
+        try:
+            driver = jobq.driver
+            if rollback:
+                undone = await driver.rollback(steps or 1)
+                typer.echo(f"rolled back: {_versions(undone)}")
+                return
+            if refresh:
+                applied_before = await driver.applied_migrations()
+                undone = await driver.rollback(len(applied_before)) if applied_before else []
+                typer.echo(f"rolled back: {_versions(undone)}")
+            done = await driver.migrate()
+            typer.echo(f"applied: {_versions(done)}")
+        finally:
+            await jobq.close()
+
+    _run(work)
+
+
+def _versions(versions: list[int]) -> str:
+    return ", ".join(f"{v:04d}" for v in versions) or "nothing"
+
+
+def _usage(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def worker(
+    app_spec: AppSpec = None,
+    database_url: DatabaseUrl = None,
+    queues: Annotated[
+        str | None, typer.Option("--queues", "-q", help="Comma-separated queues (default: all)")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once")
+    ] = None,
+    burst: Annotated[bool, typer.Option("--burst", help="Exit once no due job is left")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", help="Serve Prometheus metrics on this port (JOBQ_API_HOST)"
+        ),
+    ] = None,
+) -> None:
+    """Run a worker until SIGTERM/SIGINT (a second signal stops at once)."""
+    early_signals = _remember_signals_until_started()
+    settings = _settings(database_url, queues=queues, concurrency=concurrency)
+    configure_logging(settings)
+    metrics = Metrics()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.api_host, registry=metrics.registry)
+
+    async def work() -> None:
+        jobq = load_app(app_spec, settings, database_url)
+        try:
+            await jobq.migrate()
+            worker = jobq.worker(
+                queues=settings.queue_list,
+                concurrency=settings.concurrency,
+                burst=burst,
+                metrics=metrics,
+            )
+            worker.install_signal_handlers(asyncio.get_running_loop(), early_signals)
+            await worker.run()
+        finally:
+            await jobq.close()
+
+    _run(work)
+
+
+def _remember_signals_until_started() -> list[signal.Signals]:
+    """Until the worker installs its own handlers, SIGTERM/SIGINT are noted, not fatal: an
+    orchestrator may stop a worker that is still loading the app or migrating, and that
+    should end as a clean stop (exit 0, nothing claimed), not as death by signal."""
+    received: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: received.append(signal.Signals(signum)))
+    return received
+
+
+Host = Annotated[str | None, typer.Option("--host", help="Listen address (JOBQ_API_HOST)")]
+Port = Annotated[int | None, typer.Option("--port", help="Listen port (JOBQ_API_PORT)")]
+
+
+def _serve_http(jobq: JobQueue, settings: Settings, worker: Any = None) -> None:
+    import uvicorn
+
+    class _GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process dies
+        of the signal; a jobq process that stopped cleanly on request exits 0 instead (a
+        second signal still forces the exit, as uvicorn's handler does)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    from .api import create_app
+
+    api = create_app(jobq, worker=worker)
+    config = uvicorn.Config(
+        api,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # our JSON logging, set up already
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+    )
+    server = _GracefulServer(config)
+    where = f"http://{settings.api_host}:{settings.api_port}"
+    typer.echo(f"jobq listening on {where}  (docs: {where}/docs, metrics: {where}/metrics)")
+    server.run()
+
+
+@app.command()
+def serve(
+    app_spec: AppSpec = None,
+    database_url: DatabaseUrl = None,
+    host: Host = None,
+    port: Port = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once")
+    ] = None,
+) -> None:
+    """API + worker in one process (the demo kinds unless APP is given)."""
+    settings = _settings(database_url, api_host=host, api_port=port, concurrency=concurrency)
+    configure_logging(settings)
+    jobq = load_app(app_spec, settings, database_url)
+    _run(lambda: _migrate_and_close(jobq))
+    _serve_guarded(lambda: _serve_http(jobq, settings, worker=jobq.worker()))
+
+
+@app.command()
+def api(
+    app_spec: AppSpec = None,
+    database_url: DatabaseUrl = None,
+    host: Host = None,
+    port: Port = None,
+) -> None:
+    """The HTTP API alone (run workers with `jobq worker`)."""
+    settings = _settings(database_url, api_host=host, api_port=port)
+    configure_logging(settings)
+    jobq = load_app(app_spec, settings, database_url)
+    _run(lambda: _migrate_and_close(jobq))
+    _serve_guarded(lambda: _serve_http(jobq, settings))
+
+
+async def _migrate_and_close(jobq: JobQueue) -> None:
+    """Migrate before serving; the connections belong to this short-lived event loop, so
+    close them: the server opens its own in its loop."""
+    try:
+        await jobq.migrate()
+    finally:
+        await jobq.close()
+
+
+def _serve_guarded(start: Callable[[], None]) -> None:
+    try:
+        start()
+    except (JobqError, CliError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def enqueue(
+    kind: Annotated[str, typer.Argument(help="The task name, e.g. send_email")],
+    database_url: DatabaseUrl = None,
+    payload: Annotated[str, typer.Option("--payload", "-p", help="A JSON object")] = "{}",
+    queue: Annotated[str | None, typer.Option("--queue", help="Default: the task's")] = None,
+    delay: Annotated[float | None, typer.Option("--delay", help="Seconds from now")] = None,
+    priority: Annotated[int | None, typer.Option("--priority", help="-1000..1000")] = None,
+    max_attempts: Annotated[int | None, typer.Option("--max-attempts")] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+) -> None:
+    """Enqueue one job and print it as JSON."""
+    try:
+        body = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise _usage(f"--payload is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _usage('--payload must be a JSON object, like \'{"to": "a@b.c"}\'')
+    settings = _settings(database_url)
+
+    async def work() -> None:
+        jobq = load_app(None, settings)
+        try:
+            await jobq.migrate()
+            job = await jobq.enqueue(
+                kind,
+                body,
+                queue=queue,
+                delay=delay,
+                priority=priority,
+                max_attempts=max_attempts,
+                idempotency_key=idempotency_key,
+            )
+            typer.echo(json.dumps(_job_summary(job)))
+        finally:
+            await jobq.close()
+
+    _run(work)
+
+
+def _job_summary(job: Any) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "queue": job.queue,
+        "status": str(job.status),
+        "priority": job.priority,
+        "run_at": job.run_at.isoformat(),
+        "max_attempts": job.max_attempts,
+    }
+
+
+@app.command()
+def status(database_url: DatabaseUrl = None) -> None:
+    """Job counts by queue and status, and the registered workers."""
+    settings = _settings(database_url)
+
+    async def work() -> None:
+        jobq = JobQueue(settings=settings)
+        try:
+            await jobq.migrate()
+            stats = await jobq.stats()
+            workers = await jobq.workers()
+        finally:
+            await jobq.close()
+        if not stats:
+            typer.echo("no jobs")
+        else:
+            typer.echo(f"{'QUEUE':<20} {'STATUS':<10} {'COUNT':>10}")
+            for s in stats:
+                typer.echo(f"{s.queue:<20} {s.status:<10} {s.count:>10}")
+        typer.echo(f"workers: {len(workers)}")
+        for w in workers:
+            typer.echo(
+                f"  {w.id}  queues={','.join(w.queues) or 'all'}  concurrency={w.concurrency}"
+                f"  heartbeat={w.heartbeat_at.isoformat()}"
+            )
+
+    _run(work)
+
+
+@app.command()
+def demo(
+    database_url: DatabaseUrl = None,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, max=100_000)] = 20,
+) -> None:
+    """Enqueue COUNT jobs of the demo kinds (send_email, resize_image, ...)."""
+    settings = _settings(database_url)
+
+    async def work() -> None:
+        jobq = load_app(None, settings)
+        try:
+            await jobq.migrate()
+            kinds = list(PLANS)
+            jobs = await jobq.enqueue_many(
+                [jobq.tasks[kinds[i % len(kinds)]].job(n=i) for i in range(count)]
+            )
+            typer.echo(f"enqueued {len(jobs)} demo jobs (ids {jobs[0].id}..{jobs[-1].id})")
+        finally:
+            await jobq.close()
+
+    _run(work)
+
+
+@app.command()
+def bench(
+    database_url: DatabaseUrl = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-n", min=10, help="Jobs per case")] = 20_000,
+    cases: Annotated[
+        str,
+        typer.Option("--cases", help="Comma-separated: enqueue,drain,e2e,latency,http,scale"),
+    ] = "enqueue,drain,e2e,latency,http",
+    samples: Annotated[int, typer.Option("--samples", min=5, help="Latency samples")] = 60,
+    scale_jobs: Annotated[
+        int, typer.Option("--scale-jobs", min=100, help="Backlog for the scale case")
+    ] = 1_000_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Measure throughput and latency, each case on a fresh database and checked afterwards.
+
+    On PostgreSQL the URL's server must allow CREATE DATABASE (a database per case)."""
+    from .bench.runner import ALL_CASES, render_table, run_cases
+    from .bench.runner import as_json as to_json
+
+    chosen = [c.strip() for c in cases.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(ALL_CASES))
+    if unknown:
+        raise _usage(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(ALL_CASES)}")
+    settings = _settings(database_url)
+    results = _run(lambda: run_cases(settings.database_url, jobs, chosen, samples, scale_jobs))
+    typer.echo(to_json(settings.database_url, results) if as_json else render_table(results))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Tasks: functions registered with a JobQueue, deferred as jobs, run by workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
+
+from .errors import InvalidJobError
+from .retry import RetryPolicy
+from .storage.base import DEFAULT_QUEUE, NewJob
+
+if TYPE_CHECKING:
+    from .app import JobQueue
+    from .model import Job
+    from .worker.context import JobContext
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+TaskFunction = Callable[Concatenate["JobContext", P], Awaitable[R] | R]
+AsyncTaskFunction = Callable[Concatenate["JobContext", P], Awaitable[R]]
+SyncTaskFunction = Callable[Concatenate["JobContext", P], R]
+
+
+@dataclass(frozen=True, slots=True)
+class DeferOptions:
+    """Per-enqueue settings, layered over the task's defaults by ``Task.configure``."""
+
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    delay_s: float | None = None
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
+    unique_key: str | None = None
+    tenant: str | None = None
+    depends_on: tuple[int, ...] = ()
+    request_id: str | None = None
+    connection: Any = None
+
+    def resolve_run_at(self) -> datetime | None:
+        if self.run_at is not None and self.delay_s is not None:
+            raise InvalidJobError("give either run_at or delay, not both")
+        if self.delay_s is not None:
+            if self.delay_s < 0:
+                raise InvalidJobError("delay must not be negative")
+            return datetime.now(UTC) + timedelta(seconds=self.delay_s)
+        return self.run_at
+
+
+class TaskDecorator(Protocol):
+    """What ``@jq.task(...)`` returns: turns a function into a Task, keeping its signature.
+    Two overloads so that R is the awaited result for coroutine functions."""
+
+    @overload
+    def __call__(self, func: AsyncTaskFunction[P, R], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, func: SyncTaskFunction[P, R], /) -> Task[P, R]: ...
+
+
+class Task(Generic[P, R]):
+    """A registered task. ``await task.defer(...)`` enqueues a job that will call it."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        func: TaskFunction[P, R],
+        *,
+        name: str,
+        retry: RetryPolicy,
+        timeout_s: float | None,
+        defaults: DeferOptions,
+    ) -> None:
+        self.jobq = queue
+        self.func = func
+        self.name = name
+        self.retry = retry
+        self.timeout_s = timeout_s
+        self.defaults = defaults
+        self._signature = inspect.signature(func)
+        self._is_async = inspect.iscoroutinefunction(func)
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.defaults.queue}>"
+
+    def payload_of(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Bind arguments to the function's parameters (after ctx), as the JSON payload."""
+        try:
+            bound = self._signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise InvalidJobError(f"{self.name}: {exc}") from exc
+        arguments = dict(bound.arguments)
+        arguments.pop(next(iter(self._signature.parameters)))
+        for param in self._signature.parameters.values():
+            if param.kind is param.VAR_KEYWORD and param.name in arguments:
+                arguments.update(arguments.pop(param.name))
+            elif param.kind is param.VAR_POSITIONAL and param.name in arguments:
+                raise InvalidJobError(f"{self.name}: *args cannot be stored in a job payload")
+        return arguments
+
+    def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
+        """The job ``defer`` would enqueue, for ``JobQueue.enqueue_many``."""
+        return self._new_job(self.defaults, self.payload_of(*args, **kwargs))
+
+    def _new_job(self, options: DeferOptions, payload: dict[str, Any]) -> NewJob:
+        return NewJob(
+            kind=self.name,
+            payload=payload,
+            queue=options.queue,
+            priority=options.priority,
+            run_at=options.resolve_run_at(),
+            max_attempts=self.retry.max_attempts,
+            tenant=options.tenant,
+            idempotency_key=options.idempotency_key,
+            unique_key=options.unique_key,
+            depends_on=options.depends_on,
+            timeout_s=self.timeout_s,
+            request_id=options.request_id,
+        )
+
+    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue one job calling this task with these arguments."""
+        return await ConfiguredTask(self, self.defaults).defer(*args, **kwargs)
+
+    def configure(
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        unique_key: str | None = None,
+        tenant: str | None = None,
+        depends_on: tuple[int, ...] | list[int] | None = None,
+        request_id: str | None = None,
+        connection: Any = None,
+    ) -> ConfiguredTask[P, R]:
+        """This task with per-enqueue settings; ``connection`` (an open psycopg
+        AsyncConnection) enqueues inside the caller's transaction."""
+        overrides: dict[str, Any] = {
+            "queue": queue,
+            "priority": priority,
+            "delay_s": delay,
+            "run_at": run_at,
+            "idempotency_key": idempotency_key,
+            "unique_key": unique_key,
+            "tenant": tenant,
+            "depends_on": tuple(depends_on) if depends_on is not None else None,
+            "request_id": request_id,
+            "connection": connection,
+        }
+        options = replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
+        return ConfiguredTask(self, options)
+
+    async def invoke(self, ctx: JobContext, payload: dict[str, Any]) -> R:
+        """Run the function for one job: coroutines on the loop, plain functions in a thread
+        (with the caller's context variables, so logging context follows)."""
+        func = cast(Callable[..., Any], self.func)
+        if self._is_async:
+            return cast(R, await func(ctx, **payload))
+        call = functools.partial(contextvars.copy_context().run, func, ctx, **payload)
+        return cast(R, await asyncio.get_running_loop().run_in_executor(None, call))
+
+
+class ConfiguredTask(Generic[P, R]):
+    def __init__(self, task: Task[P, R], options: DeferOptions) -> None:
+        self.task = task
+        self.options = options
+
+    def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
+        return self.task._new_job(self.options, self.task.payload_of(*args, **kwargs))
+
+    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        new_job = self.job(*args, **kwargs)
+        jobs = await self.task.jobq.enqueue_many([new_job], connection=self.options.connection)
+        return jobs[0]

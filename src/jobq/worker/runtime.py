@@ -1,0 +1,463 @@
+"""The worker: claims due jobs into free slots, runs them, writes their outcomes in batches.
+
+Moving parts, each on its own task so they overlap (and, on PostgreSQL, on their own pooled
+connections):
+- the claim loop asks for exactly as many jobs as there are free slots, so a claimed job
+  never waits for a slot while its lease runs; it sleeps on a wake-up (LISTEN/NOTIFY or the
+  in-process bus) with a polling fallback;
+- one asyncio task per running job, bounded by ``concurrency``;
+- the completer (``completer.py``) batches outcomes into one statement per flush;
+- the heartbeat loop keeps this worker's registration alive, polls for cancel requests, and
+  rescues jobs of workers that stopped heartbeating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ..errors import DoNotRetry, JobCancelled, LeaseLostError, RetryAt
+from ..model import Job, JobStatus
+from ..observability.metrics import Metrics
+from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerRegistration
+from .completer import Completer
+from .context import JobContext
+
+if TYPE_CHECKING:
+    from ..app import JobQueue
+    from ..task import Task
+
+log = structlog.get_logger("jobq.worker")
+
+# The name of the lease whose holder runs periodic maintenance (rescue, retention).
+MAINTENANCE_LEASE = "maintenance"
+PURGE_BATCH = 500
+PURGE_BATCHES_PER_ROUND = 20  # bounds one round's work; the next round continues
+
+
+class Worker:
+    def __init__(
+        self,
+        jobq: JobQueue,
+        *,
+        queues: Sequence[str] | None,
+        concurrency: int,
+        burst: bool = False,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.jobq = jobq
+        self.settings = jobq.settings
+        self.driver = jobq.driver
+        self.queues = list(queues) if queues is not None else None
+        self.concurrency = concurrency
+        self.burst = burst
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.rng = rng or random.Random()
+        self.log = log.bind(worker_id=self.id)
+        self.metrics = metrics or Metrics()
+        self._meters = WorkerMeters(self.metrics, lambda: len(self._running))
+        # Per-job lines (request id -> job) only when asked for: decided once, since even a
+        # filtered log call per job costs measurable throughput.
+        self._trace_jobs = self.settings.log_jobs or logging.getLogger("jobq.worker").isEnabledFor(
+            logging.DEBUG
+        )
+        self._trace_level = logging.INFO if self.settings.log_jobs else logging.DEBUG
+
+        self._running: dict[int, tuple[JobContext, asyncio.Task[None]]] = {}
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stop_now = asyncio.Event()
+        self._completer = Completer(
+            self.driver,
+            flush_s=self.settings.completion_flush_s,
+            batch_size=self.settings.completion_batch_size,
+        )
+        self._listener: Listener | None = None
+        self.processed = 0  # jobs finished (any outcome) by this worker
+        self.is_leader = False
+
+    # ------------------------------------------------------------------ control
+    def stop(self, *, graceful: bool = True) -> None:
+        """Stop claiming; in-flight jobs get ``shutdown_grace_s`` to finish (none if not
+        graceful), then they are cancelled and handed back to the queue."""
+        if self._stopping.is_set() or not graceful:
+            self._stop_now.set()
+        self._stopping.set()
+        self._wake.set()
+
+    def install_signal_handlers(
+        self, loop: asyncio.AbstractEventLoop, received_before: Sequence[signal.Signals] = ()
+    ) -> None:
+        """SIGTERM/SIGINT: stop gracefully; a second signal stops at once. ``received_before``
+        are signals that arrived while the process was still starting: they count as if they
+        came now, so a worker told to stop during start-up claims nothing and exits cleanly."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        for sig in received_before:
+            self._on_signal(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.log.info("signal received; stopping", signal=sig.name, running=len(self._running))
+        self.stop()
+
+    @property
+    def running_job_ids(self) -> list[int]:
+        return list(self._running)
+
+    # ------------------------------------------------------------------ main
+    async def run(self) -> None:
+        await self.driver.open()
+        await self.driver.register_worker(
+            WorkerRegistration(
+                id=self.id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                queues=self.queues,
+                concurrency=self.concurrency,
+            )
+        )
+        self.log.info("worker started", queues=self.queues or "all", concurrency=self.concurrency)
+        # Jobs left running by workers that died while nothing was watching (seed 000's
+        # startup sweep).
+        await self._rescue()
+        self._listener = await self.driver.listen(self._on_notification)
+        self._completer.start()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="jobq-heartbeat")
+        try:
+            await self._claim_loop()
+            await self._finish_in_flight()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._completer.close()
+            await self._listener.close()
+            with contextlib.suppress(Exception):
+                if self.is_leader:  # let another worker take over without waiting the lease
+                    await self.driver.give_up_leadership(MAINTENANCE_LEASE, self.id)
+                await self.driver.unregister_worker(self.id)
+            self.log.info("worker stopped", processed=self.processed)
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.0
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._wait_any(self._slot_freed, self._stopping)
+                continue
+            self._wake.clear()
+            try:
+                jobs = await self.driver.claim_batch(ClaimParams(self.id, free, self.queues))
+                backoff = 0.0
+            except Exception as exc:  # outage: back off with jitter, keep the worker alive
+                backoff = min(5.0, self.rng.uniform(0.1, max(0.1, backoff * 3)))
+                self.log.warning("claim failed; backing off", error=str(exc), delay=backoff)
+                await self._wait_any(self._stopping, timeout=backoff)
+                continue
+            for job in jobs:
+                self._start(job)
+            if len(jobs) == free:
+                continue  # there may be more: claim again as soon as a slot frees
+            if self.burst and await self._drained():
+                return
+            await self._wait_any(self._wake, self._stopping, timeout=self.settings.poll_interval_s)
+
+    async def _drained(self) -> bool:
+        """Burst mode's end: nothing running, nothing unwritten, nothing due."""
+        if self._running:
+            self._slot_freed.clear()
+            await self._wait_any(self._slot_freed, self._stopping)
+            return False
+        await self._completer.flushed()
+        return await self.driver.count_claimable(self.queues) == 0
+
+    @staticmethod
+    async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
+        waiters = [asyncio.create_task(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _on_notification(self, kind: str, value: str) -> None:
+        if kind == "new":
+            if value == "*" or self.queues is None or value in self.queues:
+                self._wake.set()
+        elif kind == "cancel":
+            with contextlib.suppress(ValueError):
+                self._request_cancel(int(value))
+
+    def _request_cancel(self, job_id: int) -> None:
+        entry = self._running.get(job_id)
+        if entry is not None and not entry[0].is_cancelled():
+            entry[0].request_cancel("cancelled on request")
+            self.log.info("cancel requested", job_id=job_id)
+
+    # ------------------------------------------------------------------ running one job
+    def _start(self, job: Job) -> None:
+        ctx = JobContext(job, self.id, self.driver)
+        self._meters.claimed(job)
+        task = asyncio.create_task(self._execute(ctx), name=f"jobq-job-{job.id}")
+        self._running[job.id] = (ctx, task)
+
+    async def _execute(self, ctx: JobContext) -> None:
+        job = ctx.job
+        outcome = "succeeded"
+        began = time.perf_counter()
+        try:
+            task = self.jobq.tasks.get(job.kind)
+            if task is None:
+                raise DoNotRetry(f"no task named {job.kind!r} is registered with this worker")
+            timeout = job.timeout_s
+            call = task.invoke(ctx, job.payload)
+            result = await (asyncio.wait_for(call, timeout) if timeout else call)
+        except asyncio.CancelledError:
+            # Forced shutdown: _finish_in_flight hands the job back; nothing to record.
+            self._running.pop(job.id, None)
+            raise
+        except LeaseLostError as exc:
+            # Another worker owns this job now; our transactional effects were rolled back.
+            ctx.log.warning("lease lost; job left to its new owner", error=str(exc))
+            outcome = "lease_lost"
+        except JobCancelled as exc:
+            reason = str(exc) or "cancelled"
+            await self._finish_cancelled(job, reason)
+            ctx.log.info("job cancelled", reason=reason)
+            outcome = "cancelled"
+        except BaseException as exc:  # a task's failure, whatever it raised
+            failure = self._failure(job, task_or_none(self.jobq, job.kind), exc)
+            self._completer.fail(failure)
+            if (
+                failure.retry_in_s is not None
+                and failure.retry_in_s < self.settings.poll_interval_s
+            ):
+                # Due again before the next poll: wake the claim loop once it is (and once the
+                # completer has written the failure), not a poll interval later.
+                delay = failure.retry_in_s + self.settings.completion_flush_s + 0.01
+                asyncio.get_running_loop().call_later(delay, self._wake.set)
+            outcome = "failed" if failure.retry_in_s is None else "retried"
+            ctx.log.info("job " + outcome, error=failure.error, retry_in_s=failure.retry_in_s)
+        else:
+            if not ctx.completed_in_transaction:
+                self._completer.succeed(Completion(job.id, job.attempt, result))
+            elif result is not None:
+                await self._store_result(job, result)
+        elapsed = time.perf_counter() - began
+        self._meters.finished(job, outcome, elapsed)
+        if self._trace_jobs:
+            self.log.log(
+                self._trace_level,
+                "job finished",
+                job_id=job.id,
+                kind=job.kind,
+                attempt=job.attempt,
+                request_id=job.request_id,
+                outcome=outcome,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+        self._running.pop(job.id, None)
+        self.processed += 1
+        self._slot_freed.set()
+
+    def _failure(self, job: Job, task: Task[Any, Any] | None, exc: BaseException) -> Failure:
+        message = _describe(exc, job)
+        trace = "".join(traceback.format_exception(exc))
+        retry_in: float | None = None
+        if isinstance(exc, RetryAt):
+            if job.attempt < job.max_attempts:
+                retry_in = max(0.0, (exc.when - datetime.now(UTC)).total_seconds())
+        elif task is not None and not isinstance(exc, DoNotRetry):
+            retryable = isinstance(exc, TimeoutError) or task.retry.should_retry(job.attempt, exc)
+            if retryable and job.attempt < job.max_attempts:
+                retry_in = task.retry.delay_s(job.attempt, self.rng)
+        return Failure(job.id, job.attempt, message, trace, retry_in)
+
+    async def _store_result(self, job: Job, result: Any) -> None:
+        try:
+            await self.driver.store_result(job.id, job.attempt, result)
+        except Exception as exc:  # the job did succeed; only its return value is missing
+            self.log.warning("could not store result", job_id=job.id, error=str(exc))
+
+    async def _finish_cancelled(self, job: Job, reason: str) -> None:
+        """Record the cancellation, retrying through outages: giving up would leave the job
+        running until its lease expired, and then retry a job its owner asked to cancel."""
+        await self._completer.flushed()
+        delay = 0.05
+        while True:
+            try:
+                await self.driver.finish_cancelled(job.id, job.attempt, reason)
+                return
+            except Exception as exc:
+                self.log.warning("could not record a cancellation; retrying", error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+    # ------------------------------------------------------------------ shutdown
+    async def _finish_in_flight(self) -> None:
+        """Give running jobs the grace period (cut short by a second signal), then cancel the
+        rest and hand their jobs back to the queue, attempt not counted."""
+        if not self._running:
+            return
+        self.log.info("waiting for in-flight jobs", running=len(self._running))
+        if not self._stop_now.is_set():
+            all_done: asyncio.Future[Any] = asyncio.gather(
+                *(task for _, task in self._running.values()), return_exceptions=True
+            )
+            stop_now: asyncio.Future[Any] = asyncio.create_task(self._stop_now.wait())
+            await asyncio.wait(
+                [all_done, stop_now],
+                timeout=self.settings.shutdown_grace_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            stop_now.cancel()
+        leftovers = list(self._running.values())
+        for _ctx, task in leftovers:
+            task.cancel()
+        for ctx, task in leftovers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            try:
+                await self.driver.hand_back(ctx.job.id, ctx.job.attempt, "worker shutting down")
+                self.log.warning("job handed back at shutdown", job_id=ctx.job.id)
+            except Exception as exc:  # its lease expires and rescue recovers it instead
+                self.log.error(
+                    "hand back failed; rescue will recover it", job_id=ctx.job.id, error=str(exc)
+                )
+
+    # ------------------------------------------------------------------ background duties
+    async def _heartbeat_loop(self) -> None:
+        beat_every = self.settings.heartbeat_s
+        cancel_every = min(0.5, beat_every)
+        rescue_every = max(self.settings.lease_s / 3, cancel_every)
+        loop = asyncio.get_running_loop()
+        next_beat = next_rescue = loop.time()
+        while True:
+            await asyncio.sleep(cancel_every)
+            now = loop.time()
+            try:
+                if self._running:
+                    for job_id in await self.driver.cancel_requested_among(self.id):
+                        self._request_cancel(job_id)
+                if now >= next_beat:
+                    next_beat = now + beat_every
+                    if not await self.driver.heartbeat(self.id):
+                        self.log.warning("registration was lost (presumed dead); re-registering")
+                        await self.driver.register_worker(
+                            WorkerRegistration(
+                                self.id,
+                                socket.gethostname(),
+                                os.getpid(),
+                                self.queues,
+                                self.concurrency,
+                            )
+                        )
+                if now >= next_rescue:
+                    next_rescue = now + rescue_every
+                    await self._maintain()
+            except Exception as exc:  # outages: keep beating, the next tick retries
+                self.log.warning("heartbeat failed", error=str(exc))
+
+    async def _maintain(self) -> None:
+        """Periodic duties, run by one worker at a time: whoever holds the maintenance lease
+        (renewed every round, lost ``lease_s`` after its holder stops renewing)."""
+        leader = await self.driver.take_leadership(
+            MAINTENANCE_LEASE, self.id, self.settings.lease_s
+        )
+        if leader != self.is_leader:
+            self.log.info("maintenance leadership " + ("taken" if leader else "lost"))
+        self.is_leader = leader
+        if leader:
+            await self._rescue()
+            await self._purge_expired()
+
+    async def _purge_expired(self) -> None:
+        """Retention: delete finished jobs past their keep-time, in small batches."""
+        rules = [
+            (JobStatus.SUCCEEDED, self.settings.retention),
+            (JobStatus.CANCELLED, self.settings.retention),
+            (JobStatus.FAILED, self.settings.failed_retention),
+        ]
+        for status, keep in rules:
+            for _ in range(PURGE_BATCHES_PER_ROUND):
+                deleted = await self.driver.purge_finished(
+                    status, keep.total_seconds(), PURGE_BATCH
+                )
+                if deleted:
+                    self.log.info("retention purged jobs", status=str(status), count=deleted)
+                if deleted < PURGE_BATCH:
+                    break
+
+    async def _rescue(self) -> None:
+        try:
+            rescued = await self.driver.rescue_stale(self.settings.lease_s)
+        except Exception as exc:
+            self.log.warning("rescue failed", error=str(exc))
+            return
+        if rescued:
+            self.log.warning("rescued jobs of dead workers", job_ids=rescued)
+            self._wake.set()
+
+
+class WorkerMeters:
+    """The worker's metrics with their labelled children cached: looking a child up by its
+    labels costs more than the no-op job it measures, and this runs for every job."""
+
+    def __init__(self, metrics: Metrics, running: Callable[[], int]) -> None:
+        self._metrics = metrics
+        metrics.in_flight.set_function(running)  # read at scrape time, nothing per job
+        self._claimed: dict[str, Any] = {}
+        self._wait: dict[str, Any] = {}
+        self._duration: dict[str, Any] = {}
+        self._finished: dict[tuple[str, str], Any] = {}
+
+    def claimed(self, job: Job) -> None:
+        queue = job.queue
+        counter = self._claimed.get(queue)
+        if counter is None:
+            counter = self._claimed[queue] = self._metrics.jobs_claimed.labels(queue)
+            self._wait[queue] = self._metrics.job_wait.labels(queue)
+        counter.inc()
+        if job.started_at is not None:
+            self._wait[queue].observe(max(0.0, (job.started_at - job.run_at).total_seconds()))
+
+    def finished(self, job: Job, outcome: str, seconds: float) -> None:
+        key = (job.kind, outcome)
+        counter = self._finished.get(key)
+        if counter is None:
+            counter = self._finished[key] = self._metrics.jobs_finished.labels(*key)
+        counter.inc()
+        duration = self._duration.get(job.kind)
+        if duration is None:
+            duration = self._duration[job.kind] = self._metrics.job_duration.labels(job.kind)
+        duration.observe(seconds)
+
+
+def task_or_none(jobq: JobQueue, kind: str) -> Task[Any, Any] | None:
+    return jobq.tasks.get(kind)
+
+
+def _describe(exc: BaseException, job: Job) -> str:
+    if isinstance(exc, TimeoutError) and job.timeout_s:
+        return f"timed out after {job.timeout_s:g}s"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
