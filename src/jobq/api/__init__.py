@@ -1,0 +1,5 @@
+"""The HTTP API: FastAPI routes over a JobQueue."""
+
+from .app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,165 @@
+"""Limits that keep the API's memory bounded and its clients fair: body size, per-client
+token buckets, queue depth."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .problems import PROBLEM_JSON, Problem
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body over its limit with 413 before it is buffered whole: at once
+    when Content-Length says so, else as soon as the streamed bytes pass the limit."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_413(send, limit)
+            return
+        seen = 0
+        answered = False  # we sent the 413; whatever the app sends later is dropped
+
+        async def counting_receive() -> Message:
+            nonlocal seen, answered
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    if not answered:
+                        answered = True
+                        await _send_413(send, limit)
+                    # The app sees a client that went away and stops reading.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not answered:
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    body = Problem(
+        title="Payload too large",
+        status=413,
+        detail=f"The request body is larger than this endpoint's limit of {limit} bytes.",
+    ).model_dump_json(exclude_none=True)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+@dataclass(slots=True)
+class Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int  # seconds until the bucket is full again
+    retry_after_s: int  # seconds until one more request would be allowed
+
+
+class RateLimiter:
+    """Token buckets per client id, ``rate`` tokens a second up to ``burst``. At most
+    ``max_clients`` buckets are kept (least recently seen dropped first), so a flood of new
+    client ids cannot grow memory without bound. Per process: with several API processes each
+    applies the limit on its own."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, Bucket] = OrderedDict()
+
+    def check(self, client: str) -> RateDecision:
+        now = self.clock()
+        bucket = self._buckets.pop(client, None) or Bucket(float(self.burst), now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        allowed = bucket.tokens >= 1
+        if allowed:
+            bucket.tokens -= 1
+        self._buckets[client] = bucket
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        missing = self.burst - bucket.tokens
+        return RateDecision(
+            allowed=allowed,
+            limit=self.burst,
+            remaining=int(bucket.tokens),
+            reset_s=math.ceil(missing / self.rate),
+            retry_after_s=0 if allowed else max(1, math.ceil((1 - bucket.tokens) / self.rate)),
+        )
+
+
+class DepthGate:
+    """Answers "is this queue full?" without counting the queue on every request: the count
+    is read at most every ``refresh_s`` and moved forward by this process's own accepts in
+    between. Several API processes can each overshoot by what they accept within one refresh.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        count: Callable[[str, int], Awaitable[int]],
+        refresh_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self._count = count
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self._known: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    async def has_room(self, queue: str, adding: int) -> bool:
+        now = self.clock()
+        known = self._known.get(queue)
+        if known is None or now - known[1] > self.refresh_s:
+            known = (await self._count(queue, self.limit), now)
+        self._known[queue] = known
+        self._known.move_to_end(queue)
+        while len(self._known) > 10_000:
+            self._known.popitem(last=False)
+        return known[0] + adding <= self.limit
+
+    def accepted(self, queue: str, added: int) -> None:
+        known = self._known.get(queue)
+        if known is not None:
+            self._known[queue] = (known[0] + added, known[1])

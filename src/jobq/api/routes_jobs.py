@@ -1,0 +1,401 @@
+"""Jobs: enqueue (one, many), read, list, cancel, retry."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import ValidationError
+
+from ..errors import InvalidJobError
+from ..model import Job, JobStatus
+from ..storage.base import CancelOutcome, ListParams, NewJob
+from ..storage.common import refuse_nul, validate_new_job
+from .problems import ProblemError, problem_responses
+from .schemas import (
+    CURSOR_PATTERN,
+    AttemptError,
+    BulkItemError,
+    BulkResult,
+    CancelOut,
+    JobIn,
+    JobOut,
+    JobPage,
+)
+from .state import ApiState, api_state, request_id_of
+
+router = APIRouter(tags=["jobs"])
+State = Annotated[ApiState, Depends(api_state)]
+
+
+async def check_rate(request: Request, response: Response, state: State) -> None:
+    """Per-client token bucket (X-Client-Id, else the peer address)."""
+    limiter = state.rate_limiter
+    if limiter is None:
+        return
+    client = request.headers.get("x-client-id") or (
+        request.client.host if request.client else "unknown"
+    )
+    decision = limiter.check(client[:128])
+    headers = {
+        "RateLimit-Limit": str(decision.limit),
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(decision.reset_s),
+    }
+    response.headers.update(headers)
+    if not decision.allowed:
+        state.metrics.rate_limited.labels("client_rate").inc()
+        raise ProblemError(
+            429,
+            "Too many requests",
+            f"Client {client!r} is over its rate of {limiter.rate:g} requests/s; "
+            f"retry after {decision.retry_after_s} s.",
+            headers={**headers, "Retry-After": str(decision.retry_after_s)},
+        )
+
+
+RateLimited = Depends(check_rate)
+
+
+def fingerprint(body: JobIn) -> str:
+    """Digest of what the request asks for, to tell a replay from a reuse of its key."""
+    canonical = body.model_dump(mode="json", exclude={"idempotency_key"})
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str) -> NewJob:
+    encoded = orjson.dumps(body.payload)
+    try:
+        refuse_nul(encoded, body.payload)
+    except InvalidJobError as exc:  # here, so that a bulk request reports it by item
+        raise ProblemError(422, "Invalid input", str(exc)) from None
+    payload_bytes = len(encoded)
+    if payload_bytes > state.settings.max_payload_bytes:
+        raise ProblemError(
+            413,
+            "Payload too large",
+            f"payload is {payload_bytes} bytes; the limit is "
+            f"{state.settings.max_payload_bytes} (JOBQ_MAX_PAYLOAD_BYTES)",
+        )
+    if body.run_at is not None and body.delay_s is not None:
+        raise ProblemError(422, "Invalid input", "give either run_at or delay_s, not both")
+    return state.jobq.new_job(
+        body.kind,
+        body.payload,
+        queue=body.queue,
+        priority=body.priority,
+        run_at=body.run_at,
+        delay=body.delay_s,
+        max_attempts=body.max_attempts,
+        idempotency_key=key,
+        tenant=body.tenant,
+        request_id=request_id,
+        request_fingerprint=fingerprint(body) if key else None,
+    )
+
+
+async def ensure_room(state: ApiState, counts: dict[str, int]) -> None:
+    gate = state.depth_gate
+    if gate is None:
+        return
+    for queue, adding in counts.items():
+        if not await gate.has_room(queue, adding):
+            state.metrics.rate_limited.labels("queue_depth").inc()
+            raise ProblemError(
+                429,
+                "Queue full",
+                f"queue {queue!r} holds its limit of {gate.limit} waiting jobs "
+                "(JOBQ_MAX_QUEUE_DEPTH); retry once workers catch up",
+                headers={"Retry-After": "1"},
+            )
+
+
+def job_response(job: Job, status: int, headers: dict[str, str]) -> Response:
+    """The job as JSON, serialized once: returning the model would have FastAPI validate and
+    serialize it a second time, on the hottest route."""
+    return Response(
+        JobOut.of(job).model_dump_json(),
+        status_code=status,
+        media_type="application/json",
+        headers={"Location": f"/jobs/{job.id}", **headers},
+    )
+
+
+def replay_or_conflict(existing: Job, body: JobIn, response: Response, state: ApiState) -> Response:
+    if existing.request_fingerprint != fingerprint(body):
+        raise ProblemError(
+            422,
+            "Idempotency key reused",
+            f"Idempotency-Key {existing.idempotency_key!r} was already used for a different "
+            f"request (job {existing.id}); use a new key for a new job",
+        )
+    state.metrics.idempotent_replays.inc()
+    return job_response(existing, 200, {**response.headers, "Idempotent-Replayed": "true"})
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobOut,
+    dependencies=[RateLimited],
+    responses={
+        200: {"model": JobOut, "description": "Replay of an earlier request with this key"},
+        **problem_responses(413, 422, 429, 503),
+    },
+    summary="Enqueue a job",
+)
+async def create_job(
+    body: JobIn,
+    request: Request,
+    response: Response,
+    state: State,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=255),
+    ] = None,
+) -> Response:
+    key = idempotency_key or body.idempotency_key
+    new_job = to_new_job(body, state, key=key, request_id=request_id_of(request))
+    if key is not None:
+        existing = await state.jobq.driver.get_by_idempotency_key(key)
+        if existing is not None:
+            return replay_or_conflict(existing, body, response, state)
+    await ensure_room(state, {new_job.queue: 1})
+    validate_new_job(new_job)  # before batching: one bad job must not fail its neighbours
+    job = await state.batcher.enqueue(new_job)
+    if key is not None and job.request_id != new_job.request_id:
+        # Another request with this key won the race between our check and our insert.
+        return replay_or_conflict(job, body, response, state)
+    if state.depth_gate is not None:
+        state.depth_gate.accepted(job.queue, 1)
+    state.metrics.jobs_enqueued.labels(job.queue).inc()
+    return job_response(job, 201, dict(response.headers))
+
+
+@router.post(
+    "/jobs/bulk",
+    response_model=BulkResult,
+    dependencies=[RateLimited],
+    responses=problem_responses(400, 413, 415, 422, 429, 503),
+    summary="Enqueue many jobs in one round trip",
+    description=(
+        "Body: a JSON array of jobs (`application/json`), or a multipart form with a JSON "
+        "file in the field `file` (seed 004). Valid items are created together; invalid "
+        "ones are reported by index and change nothing."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/JobIn"}}
+                },
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/JobIn"},
+                                "minItems": 1,
+                                "description": "A JSON file: an array of jobs",
+                            }
+                        },
+                        "required": ["file"],
+                    },
+                    "encoding": {"file": {"contentType": "application/json"}},
+                },
+            },
+        }
+    },
+)
+async def create_jobs_bulk(request: Request, state: State) -> BulkResult:
+    items = await read_bulk_items(request, state)
+    request_id = request_id_of(request)
+    valid: list[NewJob] = []
+    errors: list[BulkItemError] = []
+    for index, item in enumerate(items):
+        try:
+            body = JobIn.model_validate(item)
+            key = body.idempotency_key
+            valid.append(to_new_job(body, state, key=key, request_id=request_id))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "item"
+            errors.append(BulkItemError(index=index, error=f"{where}: {first['msg']}"))
+        except ProblemError as exc:
+            errors.append(BulkItemError(index=index, error=exc.detail))
+    counts: dict[str, int] = {}
+    for job in valid:
+        counts[job.queue] = counts.get(job.queue, 0) + 1
+    await ensure_room(state, counts)
+    jobs = await state.jobq.driver.enqueue_many(valid) if valid else []
+    for queue, added in counts.items():
+        state.metrics.jobs_enqueued.labels(queue).inc(added)
+        if state.depth_gate is not None:
+            state.depth_gate.accepted(queue, added)
+    return BulkResult(created=len(jobs), ids=[j.id for j in jobs], errors=errors)
+
+
+async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if upload is None:
+            raise ProblemError(400, "Bad request", "the multipart form needs a 'file' field")
+        # A part sent with a filename arrives as a file, one without as a plain field.
+        raw = upload.encode() if isinstance(upload, str) else await upload.read()
+    elif content_type in ("application/json", ""):
+        raw = await request.body()
+    else:
+        raise ProblemError(
+            415,
+            "Unsupported media type",
+            "send a JSON array (application/json) or a multipart form with a 'file' field",
+        )
+    try:
+        items = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProblemError(400, "Bad request", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise ProblemError(422, "Invalid input", "the body must be a JSON array of jobs")
+    if len(items) > state.settings.max_bulk_jobs:
+        raise ProblemError(
+            413,
+            "Too many jobs",
+            f"{len(items)} jobs in one request; the limit is {state.settings.max_bulk_jobs} "
+            "(JOBQ_MAX_BULK_JOBS)",
+        )
+    return items
+
+
+async def job_or_404(state: ApiState, job_id: int) -> Job:
+    job = await state.jobq.driver.get(job_id)
+    if job is None:
+        raise ProblemError(404, "Not found", f"no job with id {job_id}")
+    return job
+
+
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The job's id")]
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    responses=problem_responses(404, 422, 503),
+    summary="One job",
+)
+async def get_job(job_id: JobId, state: State) -> JobOut:
+    return JobOut.of(await job_or_404(state, job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/errors",
+    response_model=list[AttemptError],
+    responses=problem_responses(404, 422, 503),
+    summary="Every failed attempt of a job, oldest first",
+)
+async def get_job_errors(job_id: JobId, state: State) -> list[AttemptError]:
+    await job_or_404(state, job_id)
+    return [AttemptError.of(e) for e in await state.jobq.driver.job_errors(job_id)]
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """The id to page below; the route's pattern already made sure it is digits."""
+    if cursor is None:
+        return None
+    return min(int(cursor), 2**63 - 1)
+
+
+async def page_of(state: ApiState, params: ListParams) -> JobPage:
+    # One extra row tells whether another page follows.
+    rows = await state.jobq.driver.list_jobs(
+        ListParams(**{**_as_dict(params), "limit": params.limit + 1})
+    )
+    more = len(rows) > params.limit
+    rows = rows[: params.limit]
+    return JobPage(
+        items=[JobOut.of(j) for j in rows],
+        next_cursor=str(rows[-1].id) if more and rows else None,
+    )
+
+
+def _as_dict(params: ListParams) -> dict[str, Any]:
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}
+
+
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    responses=problem_responses(422, 503),
+    summary="Jobs, newest first, keyset-paginated",
+)
+async def list_jobs(
+    state: State,
+    status: Annotated[list[JobStatus] | None, Query(description="Repeat to match several")] = None,
+    kind: Annotated[str | None, Query(max_length=128)] = None,
+    queue: Annotated[str | None, Query(max_length=128)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobPage:
+    for bound in (created_after, created_before):
+        if bound is not None and bound.tzinfo is None:
+            raise ProblemError(422, "Invalid input", "times need a UTC offset, e.g. ...Z")
+    return await page_of(
+        state,
+        ListParams(
+            statuses=status,
+            kind=kind,
+            queue=queue,
+            created_after=created_after,
+            created_before=created_before,
+            before_id=parse_cursor(cursor),
+            limit=limit,
+        ),
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=CancelOut,
+    responses={
+        202: {"model": CancelOut, "description": "Running: cancellation requested"},
+        **problem_responses(404, 409, 422, 503),
+    },
+    summary="Cancel a job",
+    description="200: cancelled. 202: running, its task is asked to stop. 409: already "
+    "finished. 404: no such job.",
+)
+async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelOut:
+    result = await state.jobq.driver.cancel(job_id)
+    if result.outcome is CancelOutcome.NOT_FOUND or result.job is None:
+        raise ProblemError(404, "Not found", f"no job with id {job_id}")
+    if result.outcome is CancelOutcome.TERMINAL:
+        raise ProblemError(
+            409, "Already finished", f"job {job_id} is {result.job.status}; nothing to cancel"
+        )
+    if result.outcome is CancelOutcome.REQUESTED:
+        response.status_code = 202
+        return CancelOut(outcome="cancel_requested", job=JobOut.of(result.job))
+    return CancelOut(outcome="cancelled", job=JobOut.of(result.job))
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    response_model=JobOut,
+    responses=problem_responses(404, 409, 422, 503),
+    summary="Run a failed or cancelled job again (attempts reset, history kept)",
+)
+async def retry_job(job_id: JobId, state: State) -> JobOut:
+    job = await job_or_404(state, job_id)
+    if not await state.jobq.driver.requeue([job_id]):
+        raise ProblemError(
+            409, "Not retryable", f"job {job_id} is {job.status}; only failed or cancelled jobs"
+        )
+    return JobOut.of(await job_or_404(state, job_id))

@@ -1,0 +1,227 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from ..model import Job, JobError, JobStatus, WorkerInfo
+from ..storage.base import MAX_PRIORITY, MIN_PRIORITY, QueueStat
+
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+# PostgreSQL cannot store U+0000 in text or jsonb. The API refuses it on every database, so
+# that it answers the same whichever one is behind it.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+class JobIn(BaseModel):
+    """A job to enqueue."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        # The route refuses both at once (422); the spec says so too.
+        json_schema_extra={
+            "not": {
+                "required": ["run_at", "delay_s"],
+                "properties": {"run_at": {"type": "string"}, "delay_s": {"type": "number"}},
+            }
+        },
+    )
+
+    kind: str = Field(
+        min_length=1, max_length=128, pattern=NAME_PATTERN, description="Task name to run"
+    )
+    payload: dict[str, Any] = Field(default_factory=dict, description="Arguments, a JSON object")
+    queue: str | None = Field(
+        None, min_length=1, max_length=128, pattern=NAME_PATTERN, description="Default: default"
+    )
+    priority: int | None = Field(
+        None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="Higher runs first (default 0)"
+    )
+    run_at: AwareDatetime | None = Field(
+        None,
+        description="Not before this time (with offset); not with delay_s. Times before "
+        "0001-01-02 or after 9999-12-30 (UTC) are moved to those days, which mean the same",
+    )
+    delay_s: float | None = Field(
+        None, ge=0, le=366 * 86400, description="Not before this many seconds from now"
+    )
+    max_attempts: int | None = Field(None, ge=1, le=1000, description="Tries before failing")
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        pattern=NO_NUL_PATTERN,
+        description="Same key, same body: the original job is returned (header wins)",
+    )
+    tenant: str | None = Field(None, min_length=1, max_length=128, pattern=NO_NUL_PATTERN)
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    queue: str
+    status: JobStatus
+    payload: dict[str, Any]
+    priority: int
+    run_at: datetime
+    attempt: int = Field(description="Attempts started so far")
+    max_attempts: int
+    tenant: str | None
+    idempotency_key: str | None
+    last_error: str | None
+    result: Any = None
+    progress: dict[str, Any] | None
+    cancel_requested: bool
+    request_id: str | None
+    locked_by: str | None = Field(description="The worker running it (or that ran it last)")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            queue=job.queue,
+            status=job.status,
+            payload=job.payload,
+            priority=job.priority,
+            run_at=job.run_at,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            tenant=job.tenant,
+            idempotency_key=job.idempotency_key,
+            last_error=job.last_error,
+            result=job.result,
+            progress=job.progress,
+            cancel_requested=job.cancel_requested,
+            request_id=job.request_id,
+            locked_by=job.locked_by,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            updated_at=job.updated_at,
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end")
+
+
+class AttemptError(BaseModel):
+    attempt: int
+    error: str
+    traceback: str | None
+    recorded_at: datetime
+
+    @classmethod
+    def of(cls, error: JobError) -> AttemptError:
+        return cls(
+            attempt=error.attempt,
+            error=error.error,
+            traceback=error.traceback,
+            recorded_at=error.recorded_at,
+        )
+
+
+class BulkItemError(BaseModel):
+    index: int = Field(description="Position of the item in the submitted array")
+    error: str
+
+
+class BulkResult(BaseModel):
+    created: int
+    ids: list[int]
+    errors: list[BulkItemError]
+
+
+class CancelOut(BaseModel):
+    outcome: str = Field(description="cancelled, cancel_requested or already_finished")
+    job: JobOut
+
+
+# Ids in a JSON body go up to 2**53 - 1, the largest integer every JSON parser holds exactly
+# (ids are a sequence from 1; 2**53 is centuries away). It is also a bound the spec can state:
+# FastAPI's OpenAPI model stores body bounds as floats, so 2**63 - 1 was published as
+# 9.223372036854776e18, which promised ids the server refuses.
+JobIdValue = Annotated[int, Field(ge=1, le=2**53 - 1)]
+CURSOR_PATTERN = r"^[0-9]{1,19}$"
+
+
+class RequeueByIds(BaseModel):
+    """Requeue these failed (or cancelled) jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[JobIdValue] = Field(max_length=10_000)
+
+
+class RequeueByFilter(BaseModel):
+    """Requeue every failed job matching the filters (up to ``limit``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
+    queue: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
+    limit: int = Field(1000, ge=1, le=10_000, description="Most jobs requeued by a filter")
+
+
+RequeueIn = RequeueByIds | RequeueByFilter
+
+
+class RequeueOut(BaseModel):
+    requeued: list[int]
+
+
+class QueueOut(BaseModel):
+    queue: str
+    counts: dict[str, int] = Field(description="Jobs by status")
+    oldest_waiting_s: float | None = Field(
+        description="Age of the oldest due job still waiting to run (seconds)"
+    )
+
+    @classmethod
+    def group(cls, stats: list[QueueStat], now: datetime) -> list[QueueOut]:
+        by_queue: dict[str, QueueOut] = {}
+        for stat in stats:
+            entry = by_queue.setdefault(
+                stat.queue, QueueOut(queue=stat.queue, counts={}, oldest_waiting_s=None)
+            )
+            entry.counts[str(stat.status)] = stat.count
+            if stat.status in (JobStatus.QUEUED, JobStatus.RETRYING) and stat.oldest_run_at:
+                age = max(0.0, (now - stat.oldest_run_at).total_seconds())
+                entry.oldest_waiting_s = max(entry.oldest_waiting_s or 0.0, age)
+        return list(by_queue.values())
+
+
+class WorkerOut(BaseModel):
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str] = Field(description="Empty: every queue")
+    concurrency: int
+    started_at: datetime
+    heartbeat_at: datetime
+
+    @classmethod
+    def of(cls, w: WorkerInfo) -> WorkerOut:
+        return cls(
+            id=w.id,
+            hostname=w.hostname,
+            pid=w.pid,
+            queues=w.queues,
+            concurrency=w.concurrency,
+            started_at=w.started_at,
+            heartbeat_at=w.heartbeat_at,
+        )
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str

@@ -1,0 +1,33 @@
+"""What the routes share: the queue, settings, limits and metrics of one API app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from ..app import JobQueue
+from ..config import Settings
+from ..observability.metrics import Metrics
+from .batching import EnqueueBatcher
+from .limits import DepthGate, RateLimiter
+
+
+@dataclass(slots=True)
+class ApiState:
+    jobq: JobQueue
+    settings: Settings
+    metrics: Metrics
+    rate_limiter: RateLimiter | None
+    depth_gate: DepthGate | None
+    batcher: EnqueueBatcher
+
+
+async def api_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.jobq_api
+    return state
+
+
+def request_id_of(request: Request) -> str:
+    value: str = request.scope.get("state", {}).get("request_id", "")
+    return value
