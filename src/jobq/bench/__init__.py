@@ -1,0 +1,1 @@
+"""``jobq bench``: measured throughput and latency, each case checked against the database."""

@@ -1,0 +1,243 @@
+"""Runs the cases, each on a fresh database, and prints a table (or JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from ..storage import connect
+from . import reference
+from .cases import (
+    CaseResult,
+    drain,
+    drain_at_scale,
+    end_to_end,
+    enqueue_bulk,
+    enqueue_one_by_one,
+    idle_latency,
+    worker_env,
+)
+from .httpload import post_load
+from .sysstat import ServerCpu, parent_of
+
+ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale")
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(url: str) -> AsyncIterator[str]:
+    """A new, migrated database for one case, removed afterwards."""
+    if url.startswith("sqlite"):
+        with tempfile.TemporaryDirectory(prefix="jobq-bench-") as folder:
+            fresh = f"sqlite:///{Path(folder) / 'bench.db'}"
+            await _migrate(fresh)
+            yield fresh
+        return
+    name = f"jobq_bench_{os.getpid()}_{time.monotonic_ns()}"
+    parts = urlsplit(url)
+    fresh = urlunsplit(parts._replace(path="/" + name))
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        await _migrate(fresh)
+        yield fresh
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _migrate(url: str) -> None:
+    driver = connect(url)
+    try:
+        await driver.migrate()
+    finally:
+        await driver.close()
+
+
+def server_cpu(url: str) -> ServerCpu:
+    if url.startswith("sqlite"):
+        return ServerCpu(None)  # in-process: counted in the workers' own CPU time
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    backend = int(row[0]) if row else None
+    return ServerCpu(parent_of(backend) if backend else None)
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+async def run_cases(
+    url: str, n: int, cases: list[str], samples: int, scale_n: int = 1_000_000
+) -> list[CaseResult]:
+    results: list[CaseResult] = []
+    server = server_cpu(url)
+
+    async def case(make: Callable[[str], Awaitable[CaseResult]]) -> CaseResult:
+        async with fresh_database(url) as fresh:
+            result = await make(fresh)
+        results.append(result)
+        print(f"  {result.case}: {_rate(result)}", file=sys.stderr, flush=True)
+        return result
+
+    async def reference_drain(processes: int) -> float:
+        async with fresh_database(url) as fresh:
+            seconds, done = await asyncio.to_thread(reference.drain, fresh, n, processes)
+        if done != n:
+            raise RuntimeError(f"reference loop finished {done} of {n} rows")
+        return n / seconds
+
+    if "enqueue" in cases:
+        await case(lambda u: enqueue_one_by_one(u, min(n, 5000), server))
+        await case(lambda u: enqueue_bulk(u, n, server))
+    if "drain" in cases:
+        for processes in (1, 2):
+            result = await case(lambda u, k=processes: drain(u, n, k, server))  # type: ignore[misc]
+            result.reference_per_second = await reference_drain(processes)
+    if "e2e" in cases:
+        result = await case(lambda u: end_to_end(u, n, 2, server))
+        result.reference_per_second = await reference_drain(2)
+    if "latency" in cases:
+        await case(lambda u: idle_latency(u, samples, server))
+    if "scale" in cases:
+        await case(lambda u: drain_at_scale(u, scale_n, 2, server))
+    if "http" in cases:
+        await case(lambda u: http_post(u, server, single=True))
+        await case(lambda u: http_post(u, server, single=False))
+    return results
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def http_post(url: str, server: ServerCpu, *, single: bool) -> CaseResult:
+    """POST /jobs (one job per request) or POST /jobs/bulk (1000 per request) against a real
+    `jobq api` process; 201s counted against the jobs found in the database."""
+    port = _free_port()
+    env = {**worker_env(url), "JOBQ_API_PORT": str(port)}
+    api = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not wait on it
+        [sys.executable, "-m", "jobq.cli", "api", "jobq.bench.tasks:jq"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _wait_http(port)
+        if single:
+            body, connections, per_connection, jobs_per_request = b'{"kind":"noop"}', 64, 80, 1
+        else:
+            batch = json.dumps([{"kind": "noop"}] * 1000).encode()
+            body, connections, per_connection, jobs_per_request = batch, 4, 10, 1000
+        db0 = server.total()
+        load = await post_load(
+            "127.0.0.1",
+            port,
+            "/jobs" if single else "/jobs/bulk",
+            body,
+            connections=connections,
+            per_connection=per_connection,
+        )
+        db_cpu = None if db0 is None else (server.total() or 0) - db0
+    finally:
+        api.terminate()
+        api.wait(30)
+    ok = load.statuses.get(201 if single else 200, 0)
+    driver = connect(url)
+    try:
+        stored = sum(s.count for s in await driver.stats())
+    finally:
+        await driver.close()
+    if ok != load.requests or stored != ok * jobs_per_request:
+        raise RuntimeError(f"HTTP check failed: statuses {load.statuses}, {stored} jobs stored")
+    lat = statistics.quantiles(load.latencies, n=100, method="inclusive")
+    name = "POST /jobs, 64 connections" if single else "POST /jobs/bulk x1000, 4 connections"
+    result = CaseResult(name, stored, load.seconds, stored / load.seconds)
+    result.extra = {
+        "requests_per_s": load.requests / load.seconds,
+        "p50_ms": lat[49] * 1000,
+        "p99_ms": lat[98] * 1000,
+    }
+    result.db_cpu_s = db_cpu
+    return result
+
+
+async def _wait_http(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API process did not start listening") from None
+            await asyncio.sleep(0.05)
+
+
+def _rate(r: CaseResult) -> str:
+    if "first_tenth_per_s" in r.extra:
+        e = r.extra
+        return (
+            f"{r.per_second:,.0f}/s; first/last tenth {e['first_tenth_per_s']:,.0f}"
+            f"/{e['last_tenth_per_s']:,.0f}/s; RSS {e['worker_rss_mib_early']:.0f}"
+            f"->{e['worker_rss_mib_late']:.0f} MiB"
+        )
+    if "p50_ms" in r.extra and r.per_second is None:
+        return f"p50 {r.extra['p50_ms']:.2f} ms, p95 {r.extra['p95_ms']:.2f} ms"
+    text = f"{r.per_second:,.0f}/s ({r.n:,} in {r.seconds:.2f} s)" if r.per_second else ""
+    if "p99_ms" in r.extra:
+        text += f", p50 {r.extra['p50_ms']:.1f} ms, p99 {r.extra['p99_ms']:.1f} ms"
+    if r.ratio is not None:
+        text += f", {r.ratio:.2f}x the bare loop ({r.reference_per_second:,.0f}/s)"
+    return text
+
+
+def render_table(results: list[CaseResult]) -> str:
+    lines = [f"{'case':<40} {'result':<70} {'worker CPU s':>12} {'db CPU s':>9}"]
+    for r in results:
+        cpu = f"{r.worker_cpu_s:.2f}" if r.worker_cpu_s is not None else "-"
+        db = f"{r.db_cpu_s:.2f}" if r.db_cpu_s is not None else "-"
+        lines.append(f"{r.case:<40} {_rate(r):<70} {cpu:>12} {db:>9}")
+    return "\n".join(lines)
+
+
+def as_json(url: str, results: list[CaseResult]) -> str:
+    parts = urlsplit(url)
+    redacted = urlunsplit(parts._replace(netloc=parts.hostname or "")) if parts.netloc else url
+    return json.dumps(
+        {
+            "database": redacted,
+            "machine": machine(),
+            "results": [{**asdict(r), "ratio": r.ratio} for r in results],
+        },
+        indent=2,
+    )
