@@ -1,0 +1,113 @@
+"""The CLI: each command does its job; bad input gets one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def jobq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobq.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and text in lines[0], lines[0]
+
+
+def test_migrate_rollback_refresh(url: str) -> None:
+    assert jobq("migrate", "-d", url).stdout.strip() == "applied: 0001, 0002, 0003"
+    assert jobq("migrate", "-d", url).stdout.strip() == "applied: nothing"
+    assert jobq("migrate", "--rollback", "-d", url).stdout.strip() == "rolled back: 0003"
+    assert jobq("migrate", "--rollback", "2", "-d", url).stdout.strip() == (
+        "rolled back: 0002, 0001"
+    )
+    refreshed = jobq("migrate", "--refresh", "-d", url).stdout.strip().splitlines()
+    assert refreshed == ["rolled back: nothing", "applied: 0001, 0002, 0003"]
+
+
+def test_enqueue_status_and_burst_worker(url: str, tmp_path: Path) -> None:
+    created = jobq(
+        "enqueue", "send_email", "-d", url, "--payload", '{"to": "a@b.c"}', "--priority", "5"
+    )
+    assert created.returncode == 0, created.stderr
+    job = json.loads(created.stdout)
+    assert (job["kind"], job["status"], job["priority"]) == ("send_email", "queued", 5)
+    assert jobq("demo", "-d", url, "--count", "3").stdout.startswith("enqueued 3 demo jobs")
+    status = jobq("status", "-d", url).stdout
+    assert "default" in status and "queued" in status and " 4" in status
+    fast = {"JOBQ_SIMULATED_TIME_SCALE": "0", "JOBQ_RETRY_BASE_S": "0"}
+    ran = jobq("worker", "-d", url, "--burst", env={**os.environ, **fast})
+    assert ran.returncode == 0, ran.stderr
+    assert "succeeded" in jobq("status", "-d", url).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["migrate", "--rollback", "0"], "at least 1"),
+        (["migrate", "--rollback", "--refresh"], "not both"),
+        (["enqueue", "send_email", "--payload", "[1]"], "JSON object"),
+        (["enqueue", "send_email", "--payload", "{nope"], "not valid JSON"),
+        (["enqueue", "send_email", "--priority", "5000"], "priority"),
+        (["bench", "--cases", "nonsense"], "unknown case"),
+        (["worker", "no_such_module:jq", "--burst"], "cannot import"),
+        (["worker", "json:dumps", "--burst"], "is not a JobQueue"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(url: str, args: list[str], text: str) -> None:
+    one_line_error(jobq(*args, "-d", url), text)
+
+
+def test_bad_database_url_is_one_line() -> None:
+    one_line_error(jobq("status", "-d", "mysql://x"), "database_url")
+
+
+def test_worker_serves_its_metrics(url: str) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert jobq("demo", "-d", url, "--count", "3").returncode == 0
+    env = {**os.environ, "JOBQ_SIMULATED_TIME_SCALE": "0", "JOBQ_RETRY_BASE_S": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobq.cli", "worker", "-d", url, "--metrics-port", str(port)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        text = ""
+        while 'outcome="succeeded"' not in text:  # wait for the condition, with a deadline
+            assert time.monotonic() < deadline, text[-2000:]
+            with contextlib.suppress(httpx.HTTPError):
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            time.sleep(0.05)
+        assert "jobq_worker_jobs_claimed_total" in text
+        assert "jobq_worker_jobs_in_flight" in text
+    finally:
+        process.terminate()
+        assert process.wait(60) == 0

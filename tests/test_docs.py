@@ -1,0 +1,49 @@
+"""The docs stay true to the code: every setting documented, the README's example runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobq.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = [f"JOBQ_{name.upper()}" for name in Settings.model_fields]
+
+
+@pytest.mark.parametrize("document", ["README.md", ".env.example"])
+def test_every_setting_is_documented(document: str) -> None:
+    text = (ROOT / document).read_text()
+    missing = [name for name in SETTINGS if name not in text]
+    assert not missing, f"{document} does not mention {missing}"
+
+
+def test_env_example_has_no_unknown_settings() -> None:
+    names = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.startswith("JOBQ_")
+    }
+    assert names == set(SETTINGS)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_quickstart_example_runs(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'quickstart.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "send_email -> {'sent_to': 'a@example.com'}" in completed.stdout
+    assert "resize     -> ['img0.png@640', 'img1.png@640', 'img2.png@640']" in completed.stdout
+    assert "scheduled  -> queued" in completed.stdout
