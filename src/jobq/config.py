@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # --- worker ---
     concurrency: int = Field(10, ge=1, le=10_000, description="Jobs one worker runs at once")
     queues: str = Field("", description="Comma-separated queues a worker serves; empty = all")
+    tenant_fairness: bool = Field(
+        False,
+        description="Workers serve tenants round-robin instead of strictly by priority",
+    )
     poll_interval_s: float = Field(
         1.0, gt=0, description="Idle workers look for due jobs at least this often"
     )
@@ -93,6 +97,11 @@ class Settings(BaseSettings):
     max_bulk_jobs: int = Field(10_000, ge=1, description="Most jobs in one POST /jobs/bulk")
     max_queue_depth: int = Field(
         0, ge=0, description="Waiting jobs per queue before POST /jobs answers 429 (0 = no limit)"
+    )
+    tenant_max_queued: int = Field(
+        0,
+        ge=0,
+        description="Queued jobs one tenant may hold; more is refused (HTTP 429) (0 = no limit)",
     )
     rate_limit_per_s: float = Field(
         0.0, ge=0, description="Requests per second per X-Client-Id (0 = no limit)"

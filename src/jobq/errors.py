@@ -42,6 +42,18 @@ class LeaseLostError(JobqError):
     in the job's transaction was rolled back."""
 
 
+class TenantQuotaExceeded(JobqError):
+    """The tenant already holds its quota of queued jobs (JOBQ_TENANT_MAX_QUEUED)."""
+
+    def __init__(self, tenant: str, limit: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} holds its limit of {limit} queued jobs "
+            "(JOBQ_TENANT_MAX_QUEUED); retry once some have run"
+        )
+        self.tenant = tenant
+        self.limit = limit
+
+
 class UnsupportedFeatureError(JobqError):
     """The storage driver in use cannot provide this feature."""
 

@@ -306,7 +306,7 @@ async def test_enqueued_jobs_equal_what_is_stored(driver: Driver) -> None:
     batch = [
         NewJob(kind="a", payload={"n": 1, "nested": {"x": [1, 2]}}, priority=3, tenant="t1"),
         NewJob(kind="b", queue="q2", run_at=later, max_attempts=9, timeout_s=2.5),
-        NewJob(kind="c", idempotency_key="key-1", request_id="req-1", depends_on=(1, 2)),
+        NewJob(kind="c", idempotency_key="key-1", request_id="req-1"),
         NewJob(kind="c", idempotency_key="key-1"),  # the same key twice in one batch
         NewJob(kind="d", unique_key="u-1", request_fingerprint="f" * 64),
     ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -42,10 +42,64 @@ class NewJob:
     tenant: str | None = None
     idempotency_key: str | None = None
     unique_key: str | None = None
+    # Statuses that hold unique_key besides the active ones, which always do: e.g.
+    # (SUCCEEDED,) makes a key usable once ever (until retention deletes the job).
+    unique_states: tuple[JobStatus, ...] = ()
     depends_on: tuple[int, ...] = ()
     timeout_s: float | None = None
     request_id: str | None = None
     request_fingerprint: str | None = None  # digest of the API request behind an idempotency key
+
+
+# A unique key is always held while its job may still run.
+ACTIVE_STATES = (JobStatus.QUEUED, JobStatus.WAITING, JobStatus.RUNNING, JobStatus.RETRYING)
+STATUS_BITS = {
+    JobStatus.QUEUED: 1,
+    JobStatus.WAITING: 2,
+    JobStatus.RUNNING: 4,
+    JobStatus.RETRYING: 8,
+    JobStatus.SUCCEEDED: 16,
+    JobStatus.FAILED: 32,
+    JobStatus.CANCELLED: 64,
+}
+
+
+def unique_states_mask(job: NewJob) -> int | None:
+    """The bits of the statuses that hold the job's unique key (None without a key). The
+    active states are always in: only a return from a final status to queued (a requeue) can
+    then meet a key held by another job, and requeue checks for that."""
+    if job.unique_key is None:
+        return None
+    return sum(STATUS_BITS[s] for s in {*ACTIVE_STATES, *job.unique_states})
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``starts`` jobs of a kind start in any window of ``per_s`` seconds."""
+
+    starts: int
+    per_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimLimits:
+    """Cluster-wide limits the claim must respect: running jobs per kind and per queue, and
+    starts per kind over a sliding window. Every worker must declare the same limits."""
+
+    max_running_by_kind: Mapping[str, int] = field(default_factory=dict)
+    max_running_by_queue: Mapping[str, int] = field(default_factory=dict)
+    rate_by_kind: Mapping[str, RateLimit] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.max_running_by_kind or self.max_running_by_queue or self.rate_by_kind)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted({*self.max_running_by_kind, *self.rate_by_kind})
+
+    @property
+    def queues(self) -> list[str]:
+        return sorted(self.max_running_by_queue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +107,8 @@ class ClaimParams:
     worker_id: str
     limit: int
     queues: Sequence[str] | None = None  # None: every queue
+    limits: ClaimLimits | None = None  # None or empty: the plain claim
+    fair_tenants: bool = False  # round-robin over tenants instead of strict priority order
 
 
 @dataclass(frozen=True, slots=True)

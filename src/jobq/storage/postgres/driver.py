@@ -17,11 +17,18 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ...config import Settings
-from ...errors import DatabaseUnavailableError, LeaseLostError, MigrationError
+from ...errors import (
+    DatabaseUnavailableError,
+    InvalidJobError,
+    LeaseLostError,
+    MigrationError,
+    TenantQuotaExceeded,
+)
 from ...model import Job, JobError, JobStatus, WorkerInfo
 from ..base import (
     CancelOutcome,
     CancelResult,
+    ClaimLimits,
     ClaimParams,
     Completion,
     Failure,
@@ -30,6 +37,7 @@ from ..base import (
     NotificationHandler,
     QueueStat,
     WorkerRegistration,
+    unique_states_mask,
 )
 from ..common import (
     LocalBus,
@@ -37,7 +45,10 @@ from ..common import (
     dump_json,
     dump_optional_json,
     match_inserted,
+    pick_within_limits,
     refuse_nul,
+    room_under_limits,
+    shares,
     validate_new_job,
 )
 from ..sqlfiles import load_migrations, load_queries, pending_migrations
@@ -46,6 +57,8 @@ log = logging.getLogger("jobq.storage.postgres")
 
 # Any constant will do: it only has to be the same for every jobq process on the database.
 MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
+LIMITS_LOCK_KEY = 0x6A6F6272  # claims of kinds and queues with limits
+TENANT_LOCK_KEY = 0x6A6F6273  # with the tenant's hash: quota checks of one tenant
 NOTIFY_CHANNEL = "jobq"
 
 
@@ -86,28 +99,36 @@ def _normalise_url(url: str) -> str:
 
 def _jobs_from_request(requested: list[dict[str, Any]], rows: list[tuple[Any, ...]]) -> list[Job]:
     """Jobs for the rows insert_jobs created, from the request's own values plus what the
-    database decided (id, run_at, created_at). Rows come back as (id, run_at, created_at,
-    idempotency_key, ...); ids grow in request order, and a keyed request whose key already
-    existed produced no row."""
+    database decided. Rows come back as (id, run_at, created_at, idempotency_key, unique_key,
+    status, ...); ids grow in request order, and a keyed request whose key was held already
+    produced no row (nor did a second request with a key of the same batch)."""
     first_with_key: dict[str, int] = {}
+    first_with_unique: dict[str, int] = {}
     keyless: list[int] = []
     for index, job in enumerate(requested):
-        key = job["idempotency_key"]
-        if key is None:
-            keyless.append(index)
+        if job["idempotency_key"] is not None:
+            first_with_key.setdefault(job["idempotency_key"], index)
+        elif job["unique_key"] is not None:
+            first_with_unique.setdefault(job["unique_key"], index)
         else:
-            first_with_key.setdefault(key, index)
+            keyless.append(index)
     keyless_positions = iter(keyless)
     jobs = []
-    for job_id, run_at, created_at, key, *_ in sorted(rows, key=lambda r: r[0]):
-        asked = requested[next(keyless_positions) if key is None else first_with_key[key]]
+    for job_id, run_at, created_at, key, unique_key, status, *_ in sorted(rows, key=lambda r: r[0]):
+        if key is not None:
+            position = first_with_key[key]
+        elif unique_key is not None:
+            position = first_with_unique[unique_key]
+        else:
+            position = next(keyless_positions)
+        asked = requested[position]
         jobs.append(
             Job(
                 id=job_id,
                 queue=asked["queue"],
                 kind=asked["kind"],
                 payload=asked["payload"],
-                status=JobStatus.QUEUED,
+                status=JobStatus(status),
                 priority=asked["priority"],
                 run_at=run_at,
                 attempt=0,
@@ -116,7 +137,7 @@ def _jobs_from_request(requested: list[dict[str, Any]], rows: list[tuple[Any, ..
                 updated_at=created_at,
                 tenant=asked["tenant"],
                 idempotency_key=key,
-                unique_key=asked["unique_key"],
+                unique_key=unique_key,
                 depends_on=asked["depends_on"] or [],
                 timeout_s=asked["timeout_s"],
                 request_id=asked["request_id"],
@@ -146,6 +167,8 @@ class PostgresDriver:
             kwargs={"autocommit": True},
         )
         self._opened = False
+        # Fair claiming: the last tenant each worker of this process served.
+        self._tenant_cursor: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -265,30 +288,63 @@ class PostgresDriver:
                 "tenant": j.tenant,
                 "idempotency_key": j.idempotency_key,
                 "unique_key": j.unique_key,
+                "unique_states": unique_states_mask(j),
                 "depends_on": list(j.depends_on) or None,
                 "timeout_s": j.timeout_s,
                 "request_id": j.request_id,
                 "request_fingerprint": j.request_fingerprint,
+                "status": None,  # queued, unless it waits on dependencies
             }
             for j in jobs
         ]
-        keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
-        due_queues = sorted({j.queue for j in jobs})
         if connection is not None:
             # The caller's transaction: the jobs and their wake-up commit (or not) with it.
-            created = await self._insert(connection, rows, keys)
+            created = await self._insert(connection, jobs, rows)
         else:
-            async with self._connection() as conn:
-                created = await self._insert(conn, rows, keys)
-            for queue in due_queues:
+            # Dependencies and quotas take several statements that must commit together.
+            guarded = any(j.depends_on for j in jobs) or (
+                self._settings.tenant_max_queued and any(j.tenant for j in jobs)
+            )
+            opened = self._transaction() if guarded else self._connection()
+            async with opened as conn:
+                created = await self._insert(conn, jobs, rows)
+            for queue in sorted({j.queue for j in jobs}):
                 self._bus.publish("new", queue)
         return match_inserted(jobs, created[0], created[1])
 
     async def _insert(
+        self, conn: AsyncConnection[Any], jobs: Sequence[NewJob], rows: list[dict[str, Any]]
+    ) -> tuple[list[Job], list[Job]]:
+        await self._check_tenant_quota(conn, jobs)
+        orphaned = await self._prepare_dependents(conn, jobs, rows)
+        inserted, existing = await self._insert_pass(conn, jobs, rows, orphaned)
+        # A job skipped for a unique key whose holder finished before the lookup found it
+        # has neither a row nor a holder: insert it again (the key is free now).
+        for _ in range(3):
+            found = {j.unique_key for j in (*inserted, *existing) if j.unique_key is not None}
+            keyed = {j.idempotency_key for j in (*inserted, *existing) if j.idempotency_key}
+            again = [
+                i
+                for i, j in enumerate(jobs)
+                if j.unique_key is not None
+                and j.unique_key not in found
+                and j.idempotency_key not in keyed
+            ]
+            if not again:
+                break
+            more, held = await self._insert_pass(
+                conn, [jobs[i] for i in again], [rows[i] for i in again], orphaned
+            )
+            inserted += more
+            existing += held
+        return inserted, existing
+
+    async def _insert_pass(
         self,
         conn: AsyncConnection[Any],
+        jobs: Sequence[NewJob],
         rows: list[dict[str, Any]],
-        keys: list[str],
+        orphaned: dict[int, str] | None,
     ) -> tuple[list[Job], list[Job]]:
         # The statement NOTIFYs too; the notification goes out when its transaction commits
         # (the caller's own, with connection=), so no worker wakes before it can see the rows.
@@ -305,17 +361,90 @@ class PostgresDriver:
             await plain.execute(self._q["insert_jobs"], {"jobs": batch})
             # Decoded back, so each job carries its payload as stored (JSON), not as given.
             inserted = _jobs_from_request(orjson.loads(batch), await plain.fetchall())
+        if orphaned is not None:
+            inserted = await self._link_dependents(conn, inserted, orphaned)
         existing: list[Job] = []
-        if len(inserted) < len(rows) and keys:
+        if len(inserted) < len(rows):
+            keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
+            uniques = [j.unique_key for j in jobs if j.unique_key is not None]
             cur = conn.cursor(row_factory=_job_row)
-            await cur.execute(self._q["jobs_by_idempotency_keys"], {"keys": keys})
-            existing = await cur.fetchall()
+            if keys:
+                await cur.execute(self._q["jobs_by_idempotency_keys"], {"keys": keys})
+                existing += await cur.fetchall()
+            if uniques:
+                await cur.execute(self._q["jobs_by_unique_keys"], {"keys": uniques})
+                existing += await cur.fetchall()
         return inserted, existing
+
+    async def _check_tenant_quota(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> None:
+        quota = self._settings.tenant_max_queued
+        if not quota:
+            return
+        adding: dict[str, int] = {}
+        for job in jobs:
+            if job.tenant is not None:
+                adding[job.tenant] = adding.get(job.tenant, 0) + 1
+        for tenant in sorted(adding):  # one lock order for every process: no deadlocks
+            await conn.execute(self._q["tenant_lock"], {"key": TENANT_LOCK_KEY, "tenant": tenant})
+            cur = await conn.execute(self._q["tenant_queued"], {"tenant": tenant})
+            row = await cur.fetchone()
+            if (row[0] if row else 0) + adding[tenant] > quota:
+                raise TenantQuotaExceeded(tenant, quota)
+
+    async def _prepare_dependents(
+        self, conn: AsyncConnection[Any], jobs: Sequence[NewJob], rows: list[dict[str, Any]]
+    ) -> dict[int, str] | None:
+        """Lock and flag the parents; set each dependent's first status. Returns the failed or
+        cancelled parents by id (their dependents are cancelled once inserted), or None when
+        no job has dependencies."""
+        parents = sorted({p for j in jobs for p in j.depends_on})
+        if not parents:
+            return None
+        cur = await conn.execute(self._q["mark_parents"], {"ids": parents})
+        status_of = {int(r[0]): str(r[1]) for r in await cur.fetchall()}
+        missing = [p for p in parents if p not in status_of]
+        if missing:
+            raise InvalidJobError(f"depends_on: no job with id {', '.join(map(str, missing))}")
+        for job, row in zip(jobs, rows, strict=True):
+            if any(status_of[p] != JobStatus.SUCCEEDED for p in job.depends_on):
+                row["status"] = str(JobStatus.WAITING)
+        return {
+            p: status
+            for p, status in status_of.items()
+            if status in (JobStatus.FAILED, JobStatus.CANCELLED)
+        }
+
+    async def _link_dependents(
+        self, conn: AsyncConnection[Any], inserted: list[Job], orphaned: dict[int, str]
+    ) -> list[Job]:
+        pairs = [(p, job.id) for job in inserted for p in job.depends_on]
+        await conn.execute(
+            self._q["insert_dependencies"],
+            {"parents": [p for p, _ in pairs], "jobs": [j for _, j in pairs]},
+        )
+        settled = []
+        for job in inserted:
+            failed = [p for p in job.depends_on if p in orphaned]
+            if job.status == JobStatus.WAITING and failed:
+                reason = f"dependency {failed[0]} {orphaned[failed[0]]}"
+                cur = conn.cursor(row_factory=_job_row)
+                await cur.execute(self._q["cancel_born_orphaned"], {"id": job.id, "reason": reason})
+                job = (await cur.fetchall())[0]
+            settled.append(job)
+        return settled
 
     # ------------------------------------------------------------------ working
     async def claim_batch(self, params: ClaimParams) -> list[Job]:
         if params.limit < 1:
             return []
+        if params.limits or params.fair_tenants:
+            jobs = await self._claim_with_flow_control(params)
+        else:
+            jobs = await self._claim_plain(params)
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    async def _claim_plain(self, params: ClaimParams) -> list[Job]:
         args: dict[str, Any]
         if params.queues is None:
             query, args = "claim_batch_any_queue", {"worker_id": params.worker_id}
@@ -323,9 +452,96 @@ class PostgresDriver:
             query = "claim_batch_by_queue"
             args = {"worker_id": params.worker_id, "queues": list(params.queues)}
         args["limit"] = params.limit
-        jobs = await self._fetch_jobs(query, args)
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return await self._fetch_jobs(query, args)
+
+    async def _claim_with_flow_control(self, params: ClaimParams) -> list[Job]:
+        """The claim when limits or tenant fairness are on: limited work first (under the
+        cluster-wide limits lock), then tenants' shares, then the rest in plain order."""
+        limits = params.limits or ClaimLimits()
+        base = {
+            "worker_id": params.worker_id,
+            "queues": list(params.queues) if params.queues is not None else None,
+            "skip_kinds": limits.kinds,
+            "skip_queues": limits.queues,
+        }
+        jobs: list[Job] = []
+        if limits:
+            jobs += await self._claim_limited(params, limits)
+        if params.fair_tenants and len(jobs) < params.limit:
+            jobs += await self._claim_fair(params, base, params.limit - len(jobs))
+        if len(jobs) < params.limit:
+            jobs += await self._fetch_jobs(
+                "claim_filtered",
+                {**base, "limit": params.limit - len(jobs), "tenantless": params.fair_tenants},
+            )
         return jobs
+
+    async def _claim_fair(self, params: ClaimParams, base: dict[str, Any], free: int) -> list[Job]:
+        """Round-robin over tenants: the next ``free`` tenants after the last one this worker
+        served (wrapping around), an equal share of the free slots each."""
+        after = self._tenant_cursor.get(params.worker_id, "")
+        async with self._connection() as conn:
+            tenants: list[str] = []
+            for start in (after, ""):  # from the cursor to the end, then from the start
+                cur = await conn.execute(
+                    self._q["claim_tenants"], {**base, "after": start, "most": free - len(tenants)}
+                )
+                tenants += [r[0] for r in await cur.fetchall() if r[0] not in tenants]
+                if len(tenants) >= free or not start:
+                    break
+            if not tenants:
+                return []
+            self._tenant_cursor[params.worker_id] = tenants[-1] if len(tenants) >= free else ""
+            cur = conn.cursor(row_factory=_job_row)
+            await cur.execute(
+                self._q["claim_fair"], {**base, "tenants": tenants, "shares": shares(free, tenants)}
+            )
+            return await cur.fetchall()
+
+    async def _claim_limited(self, params: ClaimParams, limits: ClaimLimits) -> list[Job]:
+        kinds, queues = limits.kinds, limits.queues
+        windows = {k: r.per_s for k, r in limits.rate_by_kind.items()}
+        async with self._transaction() as conn:
+            await conn.execute(self._q["limits_lock"], {"key": LIMITS_LOCK_KEY})
+            cur = await conn.execute(self._q["running_counts"], {"kinds": kinds, "queues": queues})
+            by_kind: dict[str, int] = {}
+            by_queue: dict[str, int] = {}
+            for kind, queue, count in await cur.fetchall():
+                by_kind[kind] = by_kind.get(kind, 0) + count
+                by_queue[queue] = by_queue.get(queue, 0) + count
+            starts: dict[str, int] = {}
+            if windows:
+                window_args = {"kinds": list(windows), "windows": list(windows.values())}
+                await conn.execute(self._q["prune_starts"], window_args)
+                cur = await conn.execute(self._q["recent_starts"], window_args)
+                starts = {k: n for k, n in await cur.fetchall()}
+            kind_room, queue_room = room_under_limits(limits, by_kind, by_queue, starts)
+            full_kinds = [k for k, room in kind_room.items() if room <= 0]
+            full_queues = [q for q, room in queue_room.items() if room <= 0]
+            if len(full_kinds) == len(kinds) and len(full_queues) == len(queues):
+                return []
+            cur = await conn.execute(
+                self._q["limited_candidates"],
+                {
+                    "queues": list(params.queues) if params.queues is not None else None,
+                    "limited_kinds": kinds,
+                    "limited_queues": queues,
+                    "full_kinds": full_kinds,
+                    "full_queues": full_queues,
+                    # Enough to fill the free slots even when some candidates do not fit.
+                    "limit": params.limit * 4,
+                },
+            )
+            ids = pick_within_limits(await cur.fetchall(), params.limit, kind_room, queue_room)
+            if not ids:
+                return []
+            claim = conn.cursor(row_factory=_job_row)
+            await claim.execute(self._q["claim_ids"], {"worker_id": params.worker_id, "ids": ids})
+            jobs = await claim.fetchall()
+            rated = [j.kind for j in jobs if j.kind in windows]
+            if rated:
+                await conn.execute(self._q["record_starts"], {"kinds": rated})
+            return jobs
 
     async def complete_many(self, completions: Sequence[Completion]) -> list[int]:
         if not completions:

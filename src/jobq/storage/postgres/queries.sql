@@ -5,45 +5,88 @@
 -- One statement, one round trip, for any number of jobs, and the wake-up NOTIFY too
 -- (delivered at commit; PostgreSQL folds the duplicates of a transaction). The batch travels
 -- as one JSON array, expanded in order by jsonb_to_recordset: far cheaper for the client than
--- a dozen typed arrays. An idempotency key that exists already inserts nothing; the driver
--- then reads the existing job.
+-- a dozen typed arrays. A job whose idempotency key exists already, or whose unique key an
+-- active job holds, inserts nothing (ON CONFLICT without a target covers both indexes); the
+-- driver then reads the job that holds the key. A job waiting on dependencies is inserted
+-- 'waiting' and wakes nobody.
 WITH inserted AS (
 INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
-                       idempotency_key, unique_key, depends_on, timeout_s, request_id,
-                       request_fingerprint, status)
+                       idempotency_key, unique_key, unique_states, depends_on, timeout_s,
+                       request_id, request_fingerprint, status)
 SELECT j.queue, j.kind, j.payload, j.priority, COALESCE(j.run_at, now()), j.max_attempts,
-       j.tenant, j.idempotency_key, j.unique_key, COALESCE(j.depends_on, '{}'),
-       j.timeout_s, j.request_id, j.request_fingerprint, 'queued'
+       j.tenant, j.idempotency_key, j.unique_key, j.unique_states,
+       COALESCE(j.depends_on, '{}'), j.timeout_s, j.request_id, j.request_fingerprint,
+       COALESCE(j.status, 'queued')
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS j(queue text, kind text, payload jsonb, priority int, run_at timestamptz,
           max_attempts int, tenant text, idempotency_key text, unique_key text,
-          depends_on bigint[], timeout_s float8, request_id text, request_fingerprint text)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id, run_at, created_at, idempotency_key, queue
+          unique_states smallint, depends_on bigint[], timeout_s float8, request_id text,
+          request_fingerprint text, status text)
+ON CONFLICT DO NOTHING
+RETURNING id, run_at, created_at, idempotency_key, unique_key, status, queue
 )
 -- Only what the database decided comes back: the driver knows the rest from the request,
 -- and parsing 27 columns of every new row cost more than the INSERT itself.
 SELECT inserted.id, inserted.run_at, inserted.created_at, inserted.idempotency_key,
-       pg_notify('jobq', 'new:' || inserted.queue) AS notified
+       inserted.unique_key, inserted.status,
+       CASE WHEN inserted.status = 'queued' THEN pg_notify('jobq', 'new:' || inserted.queue)
+       END AS notified
 FROM inserted
 
 -- name: insert_job
 -- insert_jobs for exactly one job: plain parameters instead of twelve one-element arrays.
 WITH inserted AS (
     INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
-                           idempotency_key, unique_key, depends_on, timeout_s, request_id,
-                           request_fingerprint, status)
+                           idempotency_key, unique_key, unique_states, depends_on, timeout_s,
+                           request_id, request_fingerprint, status)
     VALUES (%(queue)s, %(kind)s, %(payload)s::jsonb, %(priority)s,
             COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(tenant)s,
-            %(idempotency_key)s, %(unique_key)s, COALESCE(%(depends_on)s::bigint[], '{}'),
-            %(timeout_s)s, %(request_id)s, %(request_fingerprint)s, 'queued')
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            %(idempotency_key)s, %(unique_key)s, %(unique_states)s,
+            COALESCE(%(depends_on)s::bigint[], '{}'), %(timeout_s)s, %(request_id)s,
+            %(request_fingerprint)s, COALESCE(%(status)s, 'queued'))
+    ON CONFLICT DO NOTHING
     RETURNING *
 )
-SELECT inserted.*, pg_notify('jobq', 'new:' || inserted.queue) AS notified FROM inserted
+SELECT inserted.*,
+       CASE WHEN inserted.status = 'queued' THEN pg_notify('jobq', 'new:' || inserted.queue)
+       END AS notified
+FROM inserted
 
 -- name: jobs_by_idempotency_keys
 SELECT * FROM jobq_jobs WHERE idempotency_key = ANY(%(keys)s::text[])
+
+-- name: jobs_by_unique_keys
+-- The jobs holding these unique keys now; the WHERE repeats the unique index's predicate.
+SELECT * FROM jobq_jobs
+WHERE unique_key = ANY(%(keys)s::text[])
+  AND unique_key IS NOT NULL AND (unique_states & jobq_status_bit(status)) <> 0
+
+-- name: mark_parents
+-- Locks the parents until the dependents are in (so none can finish unseen in between) and
+-- flags them, which is what makes the settling trigger run when they finish.
+UPDATE jobq_jobs SET has_dependents = true
+WHERE id = ANY(%(ids)s::bigint[])
+RETURNING id, status
+
+-- name: insert_dependencies
+INSERT INTO jobq_job_dependencies (parent_id, job_id)
+SELECT parent_id, job_id FROM unnest(%(parents)s::bigint[], %(jobs)s::bigint[]) AS d(parent_id, job_id)
+ON CONFLICT DO NOTHING
+
+-- name: cancel_born_orphaned
+-- A dependent enqueued after a parent already failed or was cancelled.
+UPDATE jobq_jobs
+SET status = 'cancelled', finished_at = now(), updated_at = now(), last_error = %(reason)s
+WHERE id = %(id)s AND status = 'waiting'
+RETURNING *
+
+-- name: tenant_lock
+-- Serialises enqueues of one tenant while its quota is checked (released at commit).
+SELECT pg_advisory_xact_lock(%(key)s, hashtext(%(tenant)s))
+
+-- name: tenant_queued
+SELECT count(*) FROM jobq_jobs
+WHERE tenant = %(tenant)s AND status IN ('queued', 'retrying') AND tenant IS NOT NULL
 
 -- name: notify_new
 SELECT pg_notify('jobq', 'new:' || q) FROM unnest(%(queues)s::text[]) AS q
@@ -80,6 +123,114 @@ SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
 FROM picked
 WHERE j.id = picked.id
 RETURNING j.*
+
+-- name: claim_tenants
+-- Fair claiming, step 1: the next tenants (after :after, in name order) with due work, found
+-- by skipping through the tenant index one tenant at a time rather than reading every row.
+WITH RECURSIVE t(tenant) AS (
+    (SELECT tenant FROM jobq_jobs
+     WHERE status IN ('queued', 'retrying') AND tenant IS NOT NULL AND tenant > %(after)s
+       AND run_at <= now()
+       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+       AND kind <> ALL(%(skip_kinds)s::text[]) AND queue <> ALL(%(skip_queues)s::text[])
+     ORDER BY tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.tenant FROM jobq_jobs j
+            WHERE j.status IN ('queued', 'retrying') AND j.tenant IS NOT NULL
+              AND j.tenant > t.tenant AND j.run_at <= now()
+              AND (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
+              AND j.kind <> ALL(%(skip_kinds)s::text[])
+              AND j.queue <> ALL(%(skip_queues)s::text[])
+            ORDER BY j.tenant LIMIT 1)
+    FROM t WHERE t.tenant IS NOT NULL
+)
+SELECT tenant FROM t WHERE tenant IS NOT NULL LIMIT %(most)s
+
+-- name: claim_fair
+-- Fair claiming, step 2: up to its share of jobs from each of these tenants, each tenant's
+-- in priority order.
+WITH picked AS (
+    SELECT c.id
+    FROM unnest(%(tenants)s::text[], %(shares)s::int[]) AS t(tenant, share),
+    LATERAL (
+        SELECT id FROM jobq_jobs
+        WHERE status IN ('queued', 'retrying') AND tenant IS NOT NULL AND tenant = t.tenant
+          AND run_at <= now()
+          AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+          AND kind <> ALL(%(skip_kinds)s::text[]) AND queue <> ALL(%(skip_queues)s::text[])
+        ORDER BY priority DESC, run_at, id
+        LIMIT t.share
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+)
+UPDATE jobq_jobs j
+SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
+    heartbeat_at = now(), started_at = now(), updated_at = now()
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.*
+
+-- name: claim_filtered
+-- The plain claim with the extra filters of limits and fairness: jobs of limited kinds or
+-- queues are left to claim_limited, and (when fair) tenants' jobs to claim_fair.
+WITH picked AS (
+    SELECT id FROM jobq_jobs
+    WHERE status IN ('queued', 'retrying') AND run_at <= now()
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+      AND kind <> ALL(%(skip_kinds)s::text[]) AND queue <> ALL(%(skip_queues)s::text[])
+      AND (NOT %(tenantless)s OR tenant IS NULL)
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobq_jobs j
+SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
+    heartbeat_at = now(), started_at = now(), updated_at = now()
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.*
+
+-- name: limits_lock
+-- One claimer of limited work at a time, cluster-wide (released at commit): counting what
+-- runs and claiming more must not interleave with another worker doing the same.
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: running_counts
+SELECT kind, queue, count(*) FROM jobq_jobs
+WHERE status = 'running' AND (kind = ANY(%(kinds)s::text[]) OR queue = ANY(%(queues)s::text[]))
+GROUP BY kind, queue
+
+-- name: recent_starts
+SELECT s.kind, count(*) FROM jobq_rate_starts s
+JOIN unnest(%(kinds)s::text[], %(windows)s::float8[]) AS w(kind, window_s) ON w.kind = s.kind
+WHERE s.started_at > now() - make_interval(secs => w.window_s)
+GROUP BY s.kind
+
+-- name: limited_candidates
+-- Due jobs under some limit, in claim order, skipping kinds and queues with no room left.
+SELECT id, kind, queue FROM jobq_jobs
+WHERE status IN ('queued', 'retrying') AND run_at <= now()
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+  AND (kind = ANY(%(limited_kinds)s::text[]) OR queue = ANY(%(limited_queues)s::text[]))
+  AND kind <> ALL(%(full_kinds)s::text[]) AND queue <> ALL(%(full_queues)s::text[])
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: claim_ids
+UPDATE jobq_jobs j
+SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
+    heartbeat_at = now(), started_at = now(), updated_at = now()
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status IN ('queued', 'retrying')
+RETURNING j.*
+
+-- name: record_starts
+INSERT INTO jobq_rate_starts (kind) SELECT unnest(%(kinds)s::text[])
+
+-- name: prune_starts
+DELETE FROM jobq_rate_starts s
+USING unnest(%(kinds)s::text[], %(windows)s::float8[]) AS w(kind, window_s)
+WHERE s.kind = w.kind AND s.started_at <= now() - make_interval(secs => w.window_s)
 
 -- name: complete_many
 UPDATE jobq_jobs j
@@ -219,11 +370,16 @@ WHERE id = %(id)s AND status = 'running'
 RETURNING *
 
 -- name: requeue
-UPDATE jobq_jobs
+-- A job whose unique key another job holds meanwhile stays where it is.
+UPDATE jobq_jobs j
 SET status = 'queued', attempt = 0, run_at = now(), cancel_requested = false,
     finished_at = NULL, updated_at = now()
-WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('failed', 'cancelled')
-RETURNING id, queue
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status IN ('failed', 'cancelled')
+  AND (j.unique_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM jobq_jobs o
+      WHERE o.unique_key = j.unique_key AND o.id <> j.id
+        AND o.unique_key IS NOT NULL AND (o.unique_states & jobq_status_bit(o.status)) <> 0))
+RETURNING j.id, j.queue
 
 -- name: stats
 SELECT queue, status, count(*) AS n, min(run_at) AS oldest_run_at

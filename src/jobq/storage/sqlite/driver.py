@@ -30,14 +30,17 @@ from ...config import Settings
 from ...errors import (
     ConfigurationError,
     DatabaseUnavailableError,
+    InvalidJobError,
     LeaseLostError,
     MigrationError,
+    TenantQuotaExceeded,
     UnsupportedFeatureError,
 )
 from ...model import Job, JobError, JobStatus, WorkerInfo
 from ..base import (
     CancelOutcome,
     CancelResult,
+    ClaimLimits,
     ClaimParams,
     Completion,
     Failure,
@@ -46,6 +49,7 @@ from ..base import (
     NotificationHandler,
     QueueStat,
     WorkerRegistration,
+    unique_states_mask,
 )
 from ..common import (
     LocalBus,
@@ -53,7 +57,10 @@ from ..common import (
     dump_json,
     dump_optional_json,
     match_inserted,
+    pick_within_limits,
     refuse_nul,
+    room_under_limits,
+    shares,
     validate_new_job,
 )
 from ..sqlfiles import Migration, load_migrations, load_queries, pending_migrations
@@ -128,6 +135,9 @@ def _datetime(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+_NOT_JOB_FIELDS = frozenset({"unique_states", "has_dependents"})
+
+
 def _job(row: sqlite3.Row) -> Job:
     values: dict[str, Any] = {}
     for name in row.keys():  # noqa: SIM118 - sqlite3.Row is not iterable by name
@@ -138,6 +148,8 @@ def _job(row: sqlite3.Row) -> Job:
             elif name in _JSON_COLUMNS:
                 value = orjson.loads(value)
         values[name] = value
+    for extra in _NOT_JOB_FIELDS.intersection(values):  # bookkeeping columns
+        del values[extra]
     values["status"] = JobStatus(values["status"])
     values["cancel_requested"] = bool(values["cancel_requested"])
     return Job(**values)
@@ -198,6 +210,8 @@ class SqliteDriver:
         self._reader: aiosqlite.Connection | None = None
         self._open_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
+        # Fair claiming: the last tenant each worker of this process served.
+        self._tenant_cursor: dict[str, str] = {}
         # The task inside a write transaction: if it calls back into the driver for another
         # write it would wait on itself forever; it gets an error instead.
         self._write_owner: asyncio.Task[Any] | None = None
@@ -255,6 +269,8 @@ class SqliteDriver:
                 await self._enable_wal(conn)
                 await conn.execute_fetchall("PRAGMA synchronous = NORMAL")
                 await conn.execute_fetchall("PRAGMA foreign_keys = ON")
+                # A cancelled dependent must cancel its own dependents (migration 0004).
+                await conn.execute_fetchall("PRAGMA recursive_triggers = ON")
             except BaseException:
                 await conn.close()
                 raise
@@ -470,28 +486,88 @@ class SqliteDriver:
                 "tenant": j.tenant,
                 "idempotency_key": j.idempotency_key,
                 "unique_key": j.unique_key,
+                "unique_states": unique_states_mask(j),
                 "depends_on": dump_json(list(j.depends_on)),
                 "timeout_s": j.timeout_s,
                 "request_id": j.request_id,
                 "request_fingerprint": j.request_fingerprint,
+                "status": None,  # queued, unless it waits on dependencies
             }
             for j, payload in zip(jobs, payloads, strict=True)
         ]
-        params = {"jobs": dump_json(rows), "now": time.time()}
-        keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
+        now = time.time()
         async with self._transaction() as conn:
+            await self._check_tenant_quota(conn, jobs)
+            orphaned = await self._prepare_dependents(conn, jobs, rows)
+            params = {"jobs": dump_json(rows), "now": now}
             inserted = [_job(r) for r in await self._run(conn, "insert_jobs", params)]
+            if orphaned is not None:
+                inserted = await self._link_dependents(conn, inserted, orphaned, now)
             existing: list[Job] = []
-            if len(inserted) < len(jobs) and keys:
-                existing = [
-                    _job(r)
-                    for r in await self._run(
-                        conn, "jobs_by_idempotency_keys", {"keys": dump_json(keys)}
-                    )
-                ]
+            if len(inserted) < len(jobs):
+                keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
+                uniques = [j.unique_key for j in jobs if j.unique_key is not None]
+                for query, values in (
+                    ("jobs_by_idempotency_keys", keys),
+                    ("jobs_by_unique_keys", uniques),
+                ):
+                    if values:
+                        found = await self._run(conn, query, {"keys": dump_json(values)})
+                        existing += [_job(r) for r in found]
         for queue in sorted({j.queue for j in jobs}):
             self._bus.publish("new", queue)
         return match_inserted(jobs, inserted, existing)
+
+    async def _check_tenant_quota(self, conn: aiosqlite.Connection, jobs: Sequence[NewJob]) -> None:
+        # Inside the write transaction: no other process can enqueue between count and insert.
+        quota = self._settings.tenant_max_queued
+        if not quota:
+            return
+        adding: dict[str, int] = {}
+        for job in jobs:
+            if job.tenant is not None:
+                adding[job.tenant] = adding.get(job.tenant, 0) + 1
+        for tenant, count in adding.items():
+            [(queued,)] = await self._run(conn, "tenant_queued", {"tenant": tenant})
+            if queued + count > quota:
+                raise TenantQuotaExceeded(tenant, quota)
+
+    async def _prepare_dependents(
+        self, conn: aiosqlite.Connection, jobs: Sequence[NewJob], rows: list[dict[str, Any]]
+    ) -> dict[int, str] | None:
+        """Flag the parents and set each dependent's first status; the failed or cancelled
+        parents by id (None when no job has dependencies). See the PostgreSQL driver."""
+        parents = sorted({p for j in jobs for p in j.depends_on})
+        if not parents:
+            return None
+        found = await self._run(conn, "mark_parents", {"ids": dump_json(parents)})
+        status_of = {int(r[0]): str(r[1]) for r in found}
+        missing = [p for p in parents if p not in status_of]
+        if missing:
+            raise InvalidJobError(f"depends_on: no job with id {', '.join(map(str, missing))}")
+        for job, row in zip(jobs, rows, strict=True):
+            if any(status_of[p] != JobStatus.SUCCEEDED for p in job.depends_on):
+                row["status"] = str(JobStatus.WAITING)
+        return {
+            p: status
+            for p, status in status_of.items()
+            if status in (JobStatus.FAILED, JobStatus.CANCELLED)
+        }
+
+    async def _link_dependents(
+        self, conn: aiosqlite.Connection, inserted: list[Job], orphaned: dict[int, str], now: float
+    ) -> list[Job]:
+        pairs = [[p, job.id] for job in inserted for p in job.depends_on]
+        await self._run(conn, "insert_dependencies", {"pairs": dump_json(pairs)})
+        settled = []
+        for job in inserted:
+            failed = [p for p in job.depends_on if p in orphaned]
+            if job.status == JobStatus.WAITING and failed:
+                reason = f"dependency {failed[0]} {orphaned[failed[0]]}"
+                args = {"id": job.id, "reason": reason, "now": now}
+                job = _job((await self._run(conn, "cancel_born_orphaned", args))[0])
+            settled.append(job)
+        return settled
 
     # ------------------------------------------------------------------ working
     async def claim_batch(self, params: ClaimParams) -> list[Job]:
@@ -502,13 +578,118 @@ class SqliteDriver:
             "limit": params.limit,
             "now": time.time(),
         }
-        if params.queues is None:
-            query = "claim_batch_any_queue"
+        if params.limits or params.fair_tenants:
+            async with self._transaction() as conn:
+                jobs = await self._claim_with_flow_control(conn, params)
         else:
-            query = "claim_batch_by_queue"
-            args["queues"] = dump_json(list(params.queues))
-        jobs = [_job(r) for r in await self._write(query, args)]
+            if params.queues is None:
+                query = "claim_batch_any_queue"
+            else:
+                query = "claim_batch_by_queue"
+                args["queues"] = dump_json(list(params.queues))
+            jobs = [_job(r) for r in await self._write(query, args)]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    async def _claim_with_flow_control(
+        self, conn: aiosqlite.Connection, params: ClaimParams
+    ) -> list[Job]:
+        """Limited work first, then tenants' shares, then the rest in plain order; all in one
+        write transaction, which on SQLite also shuts out every other claimer."""
+        limits = params.limits or ClaimLimits()
+        now = time.time()
+        base: dict[str, Any] = {
+            "worker_id": params.worker_id,
+            "now": now,
+            "queues": dump_json(list(params.queues)) if params.queues is not None else None,
+            "skip_kinds": dump_json(limits.kinds),
+            "skip_queues": dump_json(limits.queues),
+        }
+        jobs: list[Job] = []
+        if limits:
+            jobs += await self._claim_limited(conn, params, limits, base)
+        if params.fair_tenants and len(jobs) < params.limit:
+            jobs += await self._claim_fair(conn, params, base, params.limit - len(jobs))
+        if len(jobs) < params.limit:
+            args = {
+                **base,
+                "limit": params.limit - len(jobs),
+                "tenantless": params.fair_tenants,
+            }
+            jobs += [_job(r) for r in await self._run(conn, "claim_filtered", args)]
+        return jobs
+
+    async def _claim_fair(
+        self, conn: aiosqlite.Connection, params: ClaimParams, base: dict[str, Any], free: int
+    ) -> list[Job]:
+        after = self._tenant_cursor.get(params.worker_id, "")
+        tenants: list[str] = []
+        for start in (after, ""):  # from the cursor to the end, then from the start
+            found = await self._run(
+                conn, "claim_tenants", {**base, "after": start, "most": free - len(tenants)}
+            )
+            tenants += [r[0] for r in found if r[0] not in tenants]
+            if len(tenants) >= free or not start:
+                break
+        if not tenants:
+            return []
+        self._tenant_cursor[params.worker_id] = tenants[-1] if len(tenants) >= free else ""
+        jobs: list[Job] = []
+        for tenant, share in zip(tenants, shares(free, tenants), strict=True):
+            args = {**base, "tenant": tenant, "share": share}
+            jobs += [_job(r) for r in await self._run(conn, "claim_tenant_share", args)]
+        return jobs
+
+    async def _claim_limited(
+        self,
+        conn: aiosqlite.Connection,
+        params: ClaimParams,
+        limits: ClaimLimits,
+        base: dict[str, Any],
+    ) -> list[Job]:
+        kinds, queues = limits.kinds, limits.queues
+        windows = dump_json({k: r.per_s for k, r in limits.rate_by_kind.items()})
+        names = {"kinds": dump_json(kinds), "queues": dump_json(queues)}
+        by_kind: dict[str, int] = {}
+        by_queue: dict[str, int] = {}
+        for kind, queue, count in await self._run(conn, "running_counts", names):
+            by_kind[kind] = by_kind.get(kind, 0) + count
+            by_queue[queue] = by_queue.get(queue, 0) + count
+        starts: dict[str, int] = {}
+        if limits.rate_by_kind:
+            await self._run(conn, "prune_starts", {"windows": windows, "now": base["now"]})
+            recent = await self._run(
+                conn, "recent_starts", {"windows": windows, "now": base["now"]}
+            )
+            starts = {k: n for k, n in recent}
+        kind_room, queue_room = room_under_limits(limits, by_kind, by_queue, starts)
+        full_kinds = [k for k, room in kind_room.items() if room <= 0]
+        full_queues = [q for q, room in queue_room.items() if room <= 0]
+        if len(full_kinds) == len(kinds) and len(full_queues) == len(queues):
+            return []
+        candidates = await self._run(
+            conn,
+            "limited_candidates",
+            {
+                "now": base["now"],
+                "queues": base["queues"],
+                "limited_kinds": names["kinds"],
+                "limited_queues": names["queues"],
+                "full_kinds": dump_json(full_kinds),
+                "full_queues": dump_json(full_queues),
+                "limit": params.limit * 4,
+            },
+        )
+        ids = pick_within_limits(
+            [(r[0], r[1], r[2]) for r in candidates], params.limit, kind_room, queue_room
+        )
+        if not ids:
+            return []
+        args = {"worker_id": params.worker_id, "now": base["now"], "ids": dump_json(ids)}
+        jobs = [_job(r) for r in await self._run(conn, "claim_ids", args)]
+        rated = [j.kind for j in jobs if j.kind in limits.rate_by_kind]
+        if rated:
+            await self._run(conn, "record_starts", {"kinds": dump_json(rated), "now": base["now"]})
         return jobs
 
     async def complete_many(self, completions: Sequence[Completion]) -> list[int]:

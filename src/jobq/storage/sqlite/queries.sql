@@ -11,23 +11,151 @@
 -- job. ORDER BY j.key hands out ids in request order. The WHERE true is SQLite's required
 -- disambiguation between a join's ON and the upsert's ON CONFLICT.
 INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
-                       idempotency_key, unique_key, depends_on, timeout_s, request_id,
-                       request_fingerprint, status, created_at, updated_at)
+                       idempotency_key, unique_key, unique_states, depends_on, timeout_s,
+                       request_id, request_fingerprint, status, created_at, updated_at)
 SELECT json_extract(j.value, '$.queue'), json_extract(j.value, '$.kind'),
        json_extract(j.value, '$.payload'), json_extract(j.value, '$.priority'),
        COALESCE(json_extract(j.value, '$.run_at'), :now), json_extract(j.value, '$.max_attempts'),
        json_extract(j.value, '$.tenant'), json_extract(j.value, '$.idempotency_key'),
-       json_extract(j.value, '$.unique_key'), json_extract(j.value, '$.depends_on'),
+       json_extract(j.value, '$.unique_key'), json_extract(j.value, '$.unique_states'),
+       json_extract(j.value, '$.depends_on'),
        json_extract(j.value, '$.timeout_s'), json_extract(j.value, '$.request_id'),
-       json_extract(j.value, '$.request_fingerprint'), 'queued', :now, :now
+       json_extract(j.value, '$.request_fingerprint'),
+       COALESCE(json_extract(j.value, '$.status'), 'queued'), :now, :now
 FROM json_each(:jobs) AS j
 WHERE true
 ORDER BY j.key
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+-- No conflict target: a held idempotency key and a held unique key both skip the row.
+ON CONFLICT DO NOTHING
 RETURNING *
 
 -- name: jobs_by_idempotency_keys
 SELECT * FROM jobq_jobs WHERE idempotency_key IN (SELECT value FROM json_each(:keys))
+
+-- name: jobs_by_unique_keys
+-- The WHERE repeats the unique index's predicate word for word, so the index serves it.
+SELECT * FROM jobq_jobs
+WHERE unique_key IN (SELECT value FROM json_each(:keys))
+  AND unique_key IS NOT NULL AND (unique_states & (CASE status
+        WHEN 'queued' THEN 1 WHEN 'waiting' THEN 2 WHEN 'running' THEN 4
+        WHEN 'retrying' THEN 8 WHEN 'succeeded' THEN 16 WHEN 'failed' THEN 32
+        WHEN 'cancelled' THEN 64 ELSE 0 END)) <> 0
+
+-- name: mark_parents
+UPDATE jobq_jobs SET has_dependents = 1
+WHERE id IN (SELECT value FROM json_each(:ids))
+RETURNING id, status
+
+-- name: insert_dependencies
+-- :pairs is [[parent_id, job_id], ...].
+INSERT OR IGNORE INTO jobq_job_dependencies (parent_id, job_id)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs)
+
+-- name: cancel_born_orphaned
+UPDATE jobq_jobs
+SET status = 'cancelled', finished_at = :now, updated_at = :now, last_error = :reason
+WHERE id = :id AND status = 'waiting'
+RETURNING *
+
+-- name: tenant_queued
+SELECT count(*) FROM jobq_jobs
+WHERE status IN ('queued', 'retrying') AND tenant IS NOT NULL AND tenant = :tenant
+
+-- name: claim_tenants
+-- Fair claiming, step 1: the next tenants after :after with due work, one index probe each.
+WITH RECURSIVE t(tenant) AS (
+    SELECT (SELECT tenant FROM jobq_jobs INDEXED BY jobq_jobs_claim_by_tenant
+            WHERE status IN ('queued', 'retrying') AND tenant IS NOT NULL
+              AND tenant > :after AND run_at <= :now
+              AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+              AND kind NOT IN (SELECT value FROM json_each(:skip_kinds))
+              AND queue NOT IN (SELECT value FROM json_each(:skip_queues))
+            ORDER BY tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.tenant FROM jobq_jobs AS j INDEXED BY jobq_jobs_claim_by_tenant
+            WHERE j.status IN ('queued', 'retrying') AND j.tenant IS NOT NULL
+              AND j.tenant > t.tenant AND j.run_at <= :now
+              AND (:queues IS NULL OR j.queue IN (SELECT value FROM json_each(:queues)))
+              AND j.kind NOT IN (SELECT value FROM json_each(:skip_kinds))
+              AND j.queue NOT IN (SELECT value FROM json_each(:skip_queues))
+            ORDER BY j.tenant LIMIT 1)
+    FROM t WHERE t.tenant IS NOT NULL
+)
+SELECT tenant FROM t WHERE tenant IS NOT NULL LIMIT :most
+
+-- name: claim_tenant_share
+-- Fair claiming, step 2 (once per tenant, inside one write transaction).
+UPDATE jobq_jobs
+SET status = 'running', attempt = attempt + 1, locked_by = :worker_id,
+    heartbeat_at = :now, started_at = :now, updated_at = :now
+WHERE id IN (
+    SELECT id FROM jobq_jobs INDEXED BY jobq_jobs_claim_by_tenant
+    WHERE status IN ('queued', 'retrying') AND tenant IS NOT NULL AND tenant = :tenant
+      AND run_at <= :now
+      AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+      AND kind NOT IN (SELECT value FROM json_each(:skip_kinds))
+      AND queue NOT IN (SELECT value FROM json_each(:skip_queues))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :share
+)
+RETURNING *
+
+-- name: claim_filtered
+-- The plain claim with the extra filters of limits and fairness.
+UPDATE jobq_jobs
+SET status = 'running', attempt = attempt + 1, locked_by = :worker_id,
+    heartbeat_at = :now, started_at = :now, updated_at = :now
+WHERE id IN (
+    SELECT id FROM jobq_jobs INDEXED BY jobq_jobs_claim_any_queue
+    WHERE status IN ('queued', 'retrying') AND run_at <= :now
+      AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+      AND kind NOT IN (SELECT value FROM json_each(:skip_kinds))
+      AND queue NOT IN (SELECT value FROM json_each(:skip_queues))
+      AND (NOT :tenantless OR tenant IS NULL)
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING *
+
+-- name: running_counts
+SELECT kind, queue, count(*) FROM jobq_jobs
+WHERE status = 'running'
+  AND (kind IN (SELECT value FROM json_each(:kinds))
+       OR queue IN (SELECT value FROM json_each(:queues)))
+GROUP BY kind, queue
+
+-- name: recent_starts
+-- :windows is {"kind": seconds, ...}.
+SELECT s.kind, count(*) FROM jobq_rate_starts AS s
+JOIN json_each(:windows) AS w ON w.key = s.kind
+WHERE s.started_at > :now - w.value
+GROUP BY s.kind
+
+-- name: prune_starts
+DELETE FROM jobq_rate_starts
+WHERE started_at <= :now - COALESCE(
+    (SELECT w.value FROM json_each(:windows) AS w WHERE w.key = jobq_rate_starts.kind), 0)
+
+-- name: limited_candidates
+SELECT id, kind, queue FROM jobq_jobs INDEXED BY jobq_jobs_claim_any_queue
+WHERE status IN ('queued', 'retrying') AND run_at <= :now
+  AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+  AND (kind IN (SELECT value FROM json_each(:limited_kinds))
+       OR queue IN (SELECT value FROM json_each(:limited_queues)))
+  AND kind NOT IN (SELECT value FROM json_each(:full_kinds))
+  AND queue NOT IN (SELECT value FROM json_each(:full_queues))
+ORDER BY priority DESC, run_at, id
+LIMIT :limit
+
+-- name: claim_ids
+UPDATE jobq_jobs
+SET status = 'running', attempt = attempt + 1, locked_by = :worker_id,
+    heartbeat_at = :now, started_at = :now, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('queued', 'retrying')
+RETURNING *
+
+-- name: record_starts
+INSERT INTO jobq_rate_starts (kind, started_at) SELECT value, :now FROM json_each(:kinds)
 
 -- name: claim_batch_by_queue
 -- One statement: the pick and the update cannot be split by another process's claim.
@@ -190,10 +318,18 @@ WHERE id = :id AND status = 'running'
 RETURNING *
 
 -- name: requeue
+-- A job whose unique key another job holds meanwhile stays where it is.
 UPDATE jobq_jobs
 SET status = 'queued', attempt = 0, run_at = :now, cancel_requested = 0,
     finished_at = NULL, updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('failed', 'cancelled')
+  AND (unique_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM jobq_jobs AS o
+      WHERE o.unique_key = jobq_jobs.unique_key AND o.id <> jobq_jobs.id
+        AND o.unique_key IS NOT NULL AND (o.unique_states & (CASE o.status
+            WHEN 'queued' THEN 1 WHEN 'waiting' THEN 2 WHEN 'running' THEN 4
+            WHEN 'retrying' THEN 8 WHEN 'succeeded' THEN 16 WHEN 'failed' THEN 32
+            WHEN 'cancelled' THEN 64 ELSE 0 END)) <> 0))
 RETURNING id, queue
 
 -- name: stats
