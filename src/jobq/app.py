@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from .config import Settings
 from .errors import ConfigurationError, JobNotFoundError
 from .model import Job, JobError, JobStatus, WorkerInfo
 from .observability.metrics import Metrics
+from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
 from .retry import RetryPolicy
 from .storage import connect
 from .storage.base import (
     DEFAULT_QUEUE,
     CancelResult,
+    ClaimLimits,
     Driver,
     ListParams,
     NewJob,
     QueueStat,
+    RateLimit,
 )
+from .storage.common import validate_new_job
 from .task import (
     AsyncTaskFunction,
     DeferOptions,
@@ -51,6 +56,8 @@ class JobQueue:
             Settings.model_validate(base.model_dump())  # same checks as the environment gets
         self.settings = base
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: list[Schedule] = []  # see periodic()
+        self.queue_limits: dict[str, int] = {}  # see limit_queue()
         self._driver: Driver | None = None
 
     # ------------------------------------------------------------------ storage
@@ -95,6 +102,8 @@ class JobQueue:
         retry_for: tuple[type[BaseException], ...] = (Exception,),
         retry_base: float | None = None,
         retry_cap: float | None = None,
+        max_running: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -110,14 +119,27 @@ class JobQueue:
         retry_for: tuple[type[BaseException], ...] = (Exception,),
         retry_base: float | None = None,
         retry_cap: float | None = None,
+        max_running: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
     ) -> Any:
         """Register a function as a task. Its first parameter receives the JobContext; the
-        others come from the job's payload. Sync functions run in a thread pool."""
+        others come from the job's payload. Sync functions run in a thread pool.
+
+        ``max_running``: at most this many of its jobs run at once, across every worker
+        process. ``rate_limit=(n, seconds)``: at most n of its jobs start in any window of
+        that many seconds, across every worker. Workers enforce both when claiming, so every
+        worker must declare the same limits (they read them from this registry)."""
 
         def register(fn: TaskFunction[P, R]) -> Task[P, R]:
             task_name = name or fn.__name__
             if task_name in self.tasks:
                 raise ConfigurationError(f"a task named {task_name!r} is already registered")
+            if max_running is not None and max_running < 1:
+                raise ConfigurationError(f"{task_name}: max_running must be at least 1")
+            if rate_limit is not None and (rate_limit[0] < 1 or rate_limit[1] <= 0):
+                raise ConfigurationError(
+                    f"{task_name}: rate_limit is (starts >= 1, seconds > 0), got {rate_limit}"
+                )
             policy = RetryPolicy(
                 max_attempts=max_attempts or self.settings.max_attempts,
                 base_s=self.settings.retry_base_s if retry_base is None else retry_base,
@@ -131,11 +153,96 @@ class JobQueue:
                 retry=policy,
                 timeout_s=timeout,
                 defaults=DeferOptions(queue=queue, priority=priority),
+                max_running=max_running,
+                rate_limit=RateLimit(*rate_limit) if rate_limit is not None else None,
             )
             self.tasks[task_name] = registered
             return registered
 
         return register(func) if func is not None else cast(TaskDecorator, register)
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_lateness: timedelta | float = DEFAULT_MAX_LATENESS,
+        tz: str | tzinfo | None = None,
+    ) -> PeriodicDecorator:
+        """Run a task on a cron schedule: every worker enqueues its job at each tick, and
+        the tick's idempotency key makes that one job however many workers run.
+
+        On a function, registers it as a task named ``name`` (default: the function's name)
+        and schedules it; on a Task (``@jq.periodic(...)`` above ``@jq.task(...)``, to set
+        task options), schedules that task under the schedule name ``name`` (default: the
+        task's name; a task may have several schedules with different names). Returns the
+        Task, which can still be deferred by hand.
+
+        ``cron``: five fields, or six with seconds last (``"* * * * * */10"``), or an alias
+        like ``@hourly``; read in UTC unless ``tz`` (e.g. ``"Europe/Paris"``) is given.
+        ``payload`` is given to the task at every tick; if the function has a ``tick``
+        parameter (or ``**kwargs``), it also receives the tick time, UTC ISO 8601
+        (``"2024-05-01T12:05:00+00:00"``). The job's ``run_at`` is the tick; ``queue`` and
+        ``priority`` default to the task's.
+
+        Missed ticks (no worker running): when workers start, only the most recent missed
+        tick is enqueued, and only if it is at most ``max_lateness`` old (a timedelta or
+        seconds; default one hour); older ones are skipped, never run as a burst.
+        Burst workers (``--burst``) do not schedule.
+        """
+
+        def register(target: Any) -> Task[Any, Any]:
+            if isinstance(target, Task):
+                if target.jobq is not self:
+                    raise ConfigurationError(f"{target.name!r} is a task of another JobQueue")
+                task, schedule_name = target, name or target.name
+            else:
+                schedule_name = name or target.__name__
+                task = None
+            if any(s.name == schedule_name for s in self.schedules):
+                raise ConfigurationError(f"a schedule named {schedule_name!r} already exists")
+            options: dict[str, Any] = {
+                "payload": payload,
+                "queue": queue,
+                "priority": priority,
+                "max_lateness": max_lateness,
+                "tz": tz,
+            }
+            if task is None:
+                task = self.task(name=schedule_name)(target)
+                try:
+                    schedule = Schedule.for_task(task, cron, **options)
+                except BaseException:
+                    del self.tasks[task.name]  # a bad schedule registers nothing
+                    raise
+            else:
+                schedule = Schedule.for_task(task, cron, name=schedule_name, **options)
+            self.schedules.append(schedule)
+            return task
+
+        return cast(PeriodicDecorator, register)
+
+    def limit_queue(self, queue: str, *, max_running: int) -> None:
+        """At most ``max_running`` jobs of ``queue`` run at once, across every worker (which
+        must all declare it: workers enforce it when claiming)."""
+        if max_running < 1:
+            raise ConfigurationError(f"queue {queue!r}: max_running must be at least 1")
+        self.queue_limits[queue] = max_running
+
+    def claim_limits(self) -> ClaimLimits:
+        """The limits this program's workers enforce: from tasks and ``limit_queue``."""
+        return ClaimLimits(
+            max_running_by_kind={
+                n: t.max_running for n, t in self.tasks.items() if t.max_running is not None
+            },
+            max_running_by_queue=dict(self.queue_limits),
+            rate_by_kind={
+                n: t.rate_limit for n, t in self.tasks.items() if t.rate_limit is not None
+            },
+        )
 
     # ------------------------------------------------------------------ producing
     async def enqueue(
@@ -149,6 +256,9 @@ class JobQueue:
         delay: float | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
+        unique_key: str | None = None,
+        unique_states: Sequence[JobStatus | str] = (),
+        depends_on: Sequence[int] = (),
         tenant: str | None = None,
         request_id: str | None = None,
         connection: Any = None,
@@ -164,6 +274,9 @@ class JobQueue:
             delay=delay,
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
+            unique_key=unique_key,
+            unique_states=unique_states,
+            depends_on=depends_on,
             tenant=tenant,
             request_id=request_id,
         )
@@ -180,6 +293,9 @@ class JobQueue:
         delay: float | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
+        unique_key: str | None = None,
+        unique_states: Sequence[JobStatus | str] = (),
+        depends_on: Sequence[int] = (),
         tenant: str | None = None,
         request_id: str | None = None,
         request_fingerprint: str | None = None,
@@ -198,6 +314,9 @@ class JobQueue:
             or (task.retry.max_attempts if task else self.settings.max_attempts),
             tenant=tenant,
             idempotency_key=idempotency_key,
+            unique_key=unique_key,
+            unique_states=tuple(JobStatus(s) for s in unique_states),
+            depends_on=tuple(depends_on),
             timeout_s=task.timeout_s if task else None,
             request_id=request_id,
             request_fingerprint=request_fingerprint,
@@ -206,6 +325,30 @@ class JobQueue:
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """Enqueue many jobs in one round trip (build them with ``task.job(...)``)."""
         return await self.driver.enqueue_many(jobs, connection=connection)
+
+    async def chain(self, *steps: NewJob | Sequence[NewJob], connection: Any = None) -> list[Job]:
+        """Enqueue steps that run one after another: each step (a job, or a group of jobs
+        given as a list, see ``group``) waits until every job of the step before has
+        succeeded; a failure cancels the rest of the chain. Returns the jobs in order.
+
+        ``await jq.chain(fetch.job(url), jq.group(resize.job(1), resize.job(2)), notify.job())``
+        """
+        batches = [[s] if isinstance(s, NewJob) else list(s) for s in steps]
+        for job in (j for batch in batches for j in batch):
+            validate_new_job(job)  # a bad step refuses the chain before any of it is in
+        enqueued: list[Job] = []
+        previous: tuple[int, ...] = ()
+        for batch in batches:
+            linked = [replace(j, depends_on=(*j.depends_on, *previous)) for j in batch]
+            jobs = await self.enqueue_many(linked, connection=connection)
+            enqueued += jobs
+            previous = tuple(j.id for j in jobs)
+        return enqueued
+
+    @staticmethod
+    def group(*jobs: NewJob) -> list[NewJob]:
+        """Jobs that form one step of a ``chain`` and run side by side."""
+        return list(jobs)
 
     # ------------------------------------------------------------------ managing
     async def get(self, job_id: int) -> Job:

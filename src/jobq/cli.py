@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import pydantic
@@ -197,7 +198,6 @@ def worker(
     async def work() -> None:
         jobq = load_app(app_spec, settings, database_url)
         try:
-            await jobq.migrate()
             worker = jobq.worker(
                 queues=settings.queue_list,
                 concurrency=settings.concurrency,
@@ -205,7 +205,10 @@ def worker(
                 metrics=metrics,
             )
             worker.install_signal_handlers(asyncio.get_running_loop(), early_signals)
-            await worker.run()
+            # A worker started while the database is down or restarting waits for it (and a
+            # signal meanwhile stops it cleanly) instead of exiting 1 on the migration.
+            if await worker.until_database_answers(jobq.migrate, "migration"):
+                await worker.run()
         finally:
             await jobq.close()
 
@@ -247,7 +250,14 @@ def _serve_http(jobq: JobQueue, settings: Settings, worker: Any = None) -> None:
                 for sig, handler in original.items():
                     signal.signal(sig, handler)
 
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Open event streams would hold the graceful shutdown for its whole timeout:
+            # end them now (clients get a timeout event and reconnect elsewhere).
+            end_event_streams(api)
+            super().handle_exit(sig, frame)
+
     from .api import create_app
+    from .api.routes_events import end_event_streams
 
     api = create_app(jobq, worker=worker)
     config = uvicorn.Config(
@@ -324,6 +334,15 @@ def enqueue(
     priority: Annotated[int | None, typer.Option("--priority", help="-1000..1000")] = None,
     max_attempts: Annotated[int | None, typer.Option("--max-attempts")] = None,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    unique_key: Annotated[
+        str | None,
+        typer.Option("--unique-key", help="Reuse the active job holding this key, if any"),
+    ] = None,
+    depends_on: Annotated[
+        str | None,
+        typer.Option("--depends-on", help="Comma-separated ids of jobs to wait for"),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Who the job is for")] = None,
 ) -> None:
     """Enqueue one job and print it as JSON."""
     try:
@@ -332,6 +351,10 @@ def enqueue(
         raise _usage(f"--payload is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _usage('--payload must be a JSON object, like \'{"to": "a@b.c"}\'')
+    try:
+        parents = [int(p) for p in depends_on.split(",") if p.strip()] if depends_on else []
+    except ValueError:
+        raise _usage("--depends-on takes job ids separated by commas, like 12,13") from None
     settings = _settings(database_url)
 
     async def work() -> None:
@@ -346,6 +369,9 @@ def enqueue(
                 priority=priority,
                 max_attempts=max_attempts,
                 idempotency_key=idempotency_key,
+                unique_key=unique_key,
+                depends_on=parents,
+                tenant=tenant,
             )
             typer.echo(json.dumps(_job_summary(job)))
         finally:
@@ -393,6 +419,25 @@ def status(database_url: DatabaseUrl = None) -> None:
             )
 
     _run(work)
+
+
+@app.command()
+def schedules(app_spec: AppSpec = None) -> None:
+    """The periodic schedules of APP and the next tick of each (UTC)."""
+    settings = _settings(None)
+    try:
+        jobq = load_app(app_spec, settings)
+    except (JobqError, CliError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not jobq.schedules:
+        typer.echo("no schedules")
+        return
+    now = datetime.now(UTC)
+    typer.echo(f"{'NAME':<24} {'CRON':<20} {'TASK':<24} NEXT TICK (UTC)")
+    for s in jobq.schedules:
+        cron = s.cron if s.tz is UTC else f"{s.cron} ({s.tz})"
+        typer.echo(f"{s.name:<24} {cron:<20} {s.task:<24} {s.next_tick(now).isoformat()}")
 
 
 @app.command()

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import (
@@ -22,8 +22,9 @@ from typing import (
 )
 
 from .errors import InvalidJobError
+from .model import JobStatus
 from .retry import RetryPolicy
-from .storage.base import DEFAULT_QUEUE, NewJob
+from .storage.base import DEFAULT_QUEUE, NewJob, RateLimit
 
 if TYPE_CHECKING:
     from .app import JobQueue
@@ -48,6 +49,7 @@ class DeferOptions:
     run_at: datetime | None = None
     idempotency_key: str | None = None
     unique_key: str | None = None
+    unique_states: tuple[JobStatus, ...] = ()
     tenant: str | None = None
     depends_on: tuple[int, ...] = ()
     request_id: str | None = None
@@ -85,6 +87,8 @@ class Task(Generic[P, R]):
         retry: RetryPolicy,
         timeout_s: float | None,
         defaults: DeferOptions,
+        max_running: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.jobq = queue
         self.func = func
@@ -92,6 +96,9 @@ class Task(Generic[P, R]):
         self.retry = retry
         self.timeout_s = timeout_s
         self.defaults = defaults
+        # Cluster-wide: at most this many of its jobs running / starting per window.
+        self.max_running = max_running
+        self.rate_limit = rate_limit
         self._signature = inspect.signature(func)
         self._is_async = inspect.iscoroutinefunction(func)
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
@@ -129,6 +136,7 @@ class Task(Generic[P, R]):
             tenant=options.tenant,
             idempotency_key=options.idempotency_key,
             unique_key=options.unique_key,
+            unique_states=options.unique_states,
             depends_on=options.depends_on,
             timeout_s=self.timeout_s,
             request_id=options.request_id,
@@ -147,13 +155,18 @@ class Task(Generic[P, R]):
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
         unique_key: str | None = None,
+        unique_states: Iterable[JobStatus | str] | None = None,
         tenant: str | None = None,
-        depends_on: tuple[int, ...] | list[int] | None = None,
+        depends_on: Iterable[int] | None = None,
         request_id: str | None = None,
         connection: Any = None,
     ) -> ConfiguredTask[P, R]:
         """This task with per-enqueue settings; ``connection`` (an open psycopg
-        AsyncConnection) enqueues inside the caller's transaction."""
+        AsyncConnection) enqueues inside the caller's transaction.
+
+        ``unique_key``: while a job with this key is queued, waiting, running or retrying
+        (plus any of ``unique_states``, e.g. ``["succeeded"]``), enqueueing another returns
+        that job instead. ``depends_on``: ids of jobs that must all succeed first."""
         overrides: dict[str, Any] = {
             "queue": queue,
             "priority": priority,
@@ -161,6 +174,9 @@ class Task(Generic[P, R]):
             "run_at": run_at,
             "idempotency_key": idempotency_key,
             "unique_key": unique_key,
+            "unique_states": (
+                tuple(JobStatus(x) for x in unique_states) if unique_states is not None else None
+            ),
             "tenant": tenant,
             "depends_on": tuple(depends_on) if depends_on is not None else None,
             "request_id": request_id,

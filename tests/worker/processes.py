@@ -59,6 +59,23 @@ def stop_workers(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 
     return codes
 
 
+def deaths(processes: Sequence[subprocess.Popen[bytes]], tail: int = 4000) -> str:
+    """Which of ``processes`` have exited, with exit code and the end of stderr (for an
+    assertion message); empty if all are alive. Only reads the stderr of dead processes, whose
+    pipe is at EOF, so it never blocks."""
+    reports = []
+    for index, p in enumerate(processes):
+        code = p.poll()
+        if code is None:
+            continue
+        err = p.stderr.read() if p.stderr is not None else b""
+        text = err.decode("utf-8", "replace")[-tail:] if err else "(no stderr)"
+        reports.append(
+            f"worker #{index} (pid {p.pid}) exited with code {code}; stderr tail:\n{text}"
+        )
+    return "\n".join(reports)
+
+
 def sql(db_url: str, statement: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
     """Run one statement on the test database from the test process (sync, autocommit)."""
     if db_url.startswith("sqlite"):

@@ -23,15 +23,16 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..errors import DoNotRetry, JobCancelled, LeaseLostError, RetryAt
+from ..errors import DatabaseUnavailableError, DoNotRetry, JobCancelled, LeaseLostError, RetryAt
 from ..model import Job, JobStatus
 from ..observability.metrics import Metrics
+from ..periodic import start_scheduler
 from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerRegistration
 from .completer import Completer
 from .context import JobContext
@@ -66,6 +67,8 @@ class Worker:
         self.settings = jobq.settings
         self.driver = jobq.driver
         self.queues = list(queues) if queues is not None else None
+        # Read once: tasks are registered before workers start. None keeps the plain claim.
+        self._limits = jobq.claim_limits() or None
         self.concurrency = concurrency
         self.burst = burst
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -125,15 +128,17 @@ class Worker:
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
         await self.driver.open()
-        await self.driver.register_worker(
-            WorkerRegistration(
-                id=self.id,
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                queues=self.queues,
-                concurrency=self.concurrency,
-            )
+        registration = WorkerRegistration(
+            id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
         )
+        if not await self.until_database_answers(
+            lambda: self.driver.register_worker(registration), "registration"
+        ):
+            return  # stopped before the database came back: nothing claimed, nothing to undo
         self.log.info("worker started", queues=self.queues or "all", concurrency=self.concurrency)
         # Jobs left running by workers that died while nothing was watching (seed 000's
         # startup sweep).
@@ -141,6 +146,8 @@ class Worker:
         self._listener = await self.driver.listen(self._on_notification)
         self._completer.start()
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="jobq-heartbeat")
+        # Periodic jobs (jq.periodic): every worker enqueues each tick, keyed so one job results.
+        scheduler = None if self.burst else start_scheduler(self.jobq, self._stopping, self.log)
         try:
             await self._claim_loop()
             await self._finish_in_flight()
@@ -148,6 +155,10 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            if scheduler is not None:
+                scheduler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduler
             await self._completer.close()
             await self._listener.close()
             with contextlib.suppress(Exception):
@@ -155,6 +166,33 @@ class Worker:
                     await self.driver.give_up_leadership(MAINTENANCE_LEASE, self.id)
                 await self.driver.unregister_worker(self.id)
             self.log.info("worker stopped", processed=self.processed)
+
+    async def until_database_answers(
+        self, step: Callable[[], Awaitable[object]], what: str
+    ) -> bool:
+        """Run a start-up step (migration, registration), retrying it through an outage
+        with the claim loop's backoff; False if the worker was told to stop first.
+
+        Without this, a worker that starts while the database is down or restarting (a
+        supervisor's restart, or a process still starting when an outage begins) got
+        DatabaseUnavailableError out of ``run()`` and exited 1, where a running worker
+        rides the same outage out. Only outages are retried: other errors (a failed
+        migration, a bad setting) still end the process at once."""
+        backoff = 0.0
+        while True:
+            try:
+                await step()
+                return True
+            except DatabaseUnavailableError as exc:
+                if self._stopping.is_set():
+                    return False
+                backoff = min(5.0, self.rng.uniform(0.1, max(0.1, backoff * 3)))
+                self.log.warning(
+                    f"{what} failed; waiting for the database", error=str(exc), delay=backoff
+                )
+                await self._wait_any(self._stopping, timeout=backoff)
+                if self._stopping.is_set():
+                    return False
 
     async def _claim_loop(self) -> None:
         backoff = 0.0
@@ -166,7 +204,15 @@ class Worker:
                 continue
             self._wake.clear()
             try:
-                jobs = await self.driver.claim_batch(ClaimParams(self.id, free, self.queues))
+                jobs = await self.driver.claim_batch(
+                    ClaimParams(
+                        self.id,
+                        free,
+                        self.queues,
+                        limits=self._limits,
+                        fair_tenants=self.settings.tenant_fairness,
+                    )
+                )
                 backoff = 0.0
             except Exception as exc:  # outage: back off with jitter, keep the worker alive
                 backoff = min(5.0, self.rng.uniform(0.1, max(0.1, backoff * 3)))
