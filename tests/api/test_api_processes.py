@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 from pathlib import Path
 
 import httpx
@@ -85,3 +86,24 @@ async def test_burst_beyond_the_depth_limit_gets_429_and_memory_stays_flat(
     waiting = sql(pg_url, "SELECT count(*) FROM jobq_jobs WHERE status = 'queued'")[0][0]
     assert isinstance(waiting, int) and limit <= waiting <= limit + 32
     assert abs(after - before) <= 0.2 * before, (before, after)
+
+
+async def test_sigterm_ends_open_event_streams_instead_of_waiting_for_them(
+    sqlite_url: str,
+) -> None:
+    """uvicorn waits for open responses before it stops; an event stream never ends by itself
+    while its job waits. SIGTERM ends the streams (with a timeout event) so the process exits
+    long before the 300 s grace period set here."""
+    with live_api(sqlite_url, JOBQ_SHUTDOWN_GRACE_S="300") as (base, process):
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            job = (await client.post("/jobs", json={"kind": "send_email"})).json()
+            events: list[str] = []
+            async with client.stream("GET", f"/jobs/{job['id']}/events") as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("event:"):
+                        events.append(line.removeprefix("event:").strip())
+                        if len(events) == 1:  # the stream is open: stop the server
+                            process.send_signal(signal.SIGTERM)
+            # The loop ended because the server closed the stream.
+            assert events == ["status", "timeout"]
+        assert await asyncio.to_thread(process.wait, 60) == 0

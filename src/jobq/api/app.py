@@ -16,6 +16,7 @@ from .batching import EnqueueBatcher
 from .limits import BodyLimitMiddleware, DepthGate, RateLimiter
 from .middleware import RequestContextMiddleware
 from .problems import Problem, install_problem_handlers
+from .routes_events import router as events_router
 from .routes_jobs import router as jobs_router
 from .routes_ops import router as ops_router
 from .state import ApiState
@@ -76,6 +77,7 @@ def create_app(
     )
     install_problem_handlers(app)
     app.include_router(jobs_router)
+    app.include_router(events_router)
     app.include_router(ops_router)
 
     def body_limit(path: str) -> int:

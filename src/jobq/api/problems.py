@@ -14,6 +14,7 @@ from ..errors import (
     DatabaseUnavailableError,
     InvalidJobError,
     JobNotFoundError,
+    TenantQuotaExceeded,
     UnsupportedFeatureError,
 )
 
@@ -115,6 +116,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidJobError)
     async def _invalid_job(_: Request, exc: InvalidJobError) -> JSONResponse:
         return problem_response(422, "Invalid job", str(exc))
+
+    @app.exception_handler(TenantQuotaExceeded)
+    async def _quota(_: Request, exc: TenantQuotaExceeded) -> JSONResponse:
+        return problem_response(429, "Tenant quota reached", str(exc), headers={"Retry-After": "1"})
 
     @app.exception_handler(JobNotFoundError)
     async def _not_found(_: Request, exc: JobNotFoundError) -> JSONResponse:

@@ -67,7 +67,10 @@ def fingerprint(body: JobIn) -> str:
 
 
 def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str) -> NewJob:
-    encoded = orjson.dumps(body.payload)
+    try:
+        encoded = orjson.dumps(body.payload)
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+        raise ProblemError(422, "Invalid input", f"payload: {exc}") from None
     try:
         refuse_nul(encoded, body.payload)
     except InvalidJobError as exc:  # here, so that a bulk request reports it by item
@@ -92,6 +95,9 @@ def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str
         max_attempts=body.max_attempts,
         idempotency_key=key,
         tenant=body.tenant,
+        unique_key=body.unique_key,
+        unique_states=body.unique_states or (),
+        depends_on=body.depends_on or (),
         request_id=request_id,
         request_fingerprint=fingerprint(body) if key else None,
     )
@@ -142,7 +148,11 @@ def replay_or_conflict(existing: Job, body: JobIn, response: Response, state: Ap
     response_model=JobOut,
     dependencies=[RateLimited],
     responses={
-        200: {"model": JobOut, "description": "Replay of an earlier request with this key"},
+        200: {
+            "model": JobOut,
+            "description": "Replay of an earlier request with this idempotency key, or the "
+            "active job holding this unique_key (header Unique-Key-Held: true)",
+        },
         **problem_responses(413, 422, 429, 503),
     },
     summary="Enqueue a job",
@@ -165,10 +175,18 @@ async def create_job(
             return replay_or_conflict(existing, body, response, state)
     await ensure_room(state, {new_job.queue: 1})
     validate_new_job(new_job)  # before batching: one bad job must not fail its neighbours
-    job = await state.batcher.enqueue(new_job)
+    if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
+        # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
+        # not share a batch with other requests' jobs.
+        (job,) = await state.jobq.driver.enqueue_many([new_job])
+    else:
+        job = await state.batcher.enqueue(new_job)
     if key is not None and job.request_id != new_job.request_id:
         # Another request with this key won the race between our check and our insert.
         return replay_or_conflict(job, body, response, state)
+    if new_job.unique_key is not None and job.request_id != new_job.request_id:
+        # An active job holds the unique key: that job is the answer, nothing was created.
+        return job_response(job, 200, {**response.headers, "Unique-Key-Held": "true"})
     if state.depth_gate is not None:
         state.depth_gate.accepted(job.queue, 1)
     state.metrics.jobs_enqueued.labels(job.queue).inc()
@@ -216,12 +234,17 @@ async def create_jobs_bulk(request: Request, state: State) -> BulkResult:
     items = await read_bulk_items(request, state)
     request_id = request_id_of(request)
     valid: list[NewJob] = []
+    dependent: list[tuple[int, NewJob]] = []
     errors: list[BulkItemError] = []
     for index, item in enumerate(items):
         try:
             body = JobIn.model_validate(item)
             key = body.idempotency_key
-            valid.append(to_new_job(body, state, key=key, request_id=request_id))
+            new_job = to_new_job(body, state, key=key, request_id=request_id)
+            if new_job.depends_on:
+                dependent.append((index, new_job))
+            else:
+                valid.append(new_job)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "item"
@@ -229,10 +252,19 @@ async def create_jobs_bulk(request: Request, state: State) -> BulkResult:
         except ProblemError as exc:
             errors.append(BulkItemError(index=index, error=exc.detail))
     counts: dict[str, int] = {}
-    for job in valid:
+    for job in [*valid, *(j for _, j in dependent)]:
         counts[job.queue] = counts.get(job.queue, 0) + 1
     await ensure_room(state, counts)
     jobs = await state.jobq.driver.enqueue_many(valid) if valid else []
+    # Items with dependencies go one by one after the rest, so that an unknown parent is
+    # reported for its item alone instead of refusing the whole request.
+    for index, new_job in dependent:
+        try:
+            jobs += await state.jobq.driver.enqueue_many([new_job])
+        except InvalidJobError as exc:
+            errors.append(BulkItemError(index=index, error=str(exc)))
+            counts[new_job.queue] -= 1
+    errors.sort(key=lambda e: e.index)
     for queue, added in counts.items():
         state.metrics.jobs_enqueued.labels(queue).inc(added)
         if state.depth_gate is not None:

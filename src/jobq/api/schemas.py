@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -14,6 +14,13 @@ NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 # PostgreSQL cannot store U+0000 in text or jsonb. The API refuses it on every database, so
 # that it answers the same whichever one is behind it.
 NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+# Ids in a JSON body go up to 2**53 - 1, the largest integer every JSON parser holds exactly
+# (ids are a sequence from 1; 2**53 is centuries away). It is also a bound the spec can state:
+# FastAPI's OpenAPI model stores body bounds as floats, so 2**63 - 1 was published as
+# 9.223372036854776e18, which promised ids the server refuses.
+JobIdValue = Annotated[int, Field(ge=1, le=2**53 - 1)]
 
 
 class JobIn(BaseModel):
@@ -33,7 +40,10 @@ class JobIn(BaseModel):
     kind: str = Field(
         min_length=1, max_length=128, pattern=NAME_PATTERN, description="Task name to run"
     )
-    payload: dict[str, Any] = Field(default_factory=dict, description="Arguments, a JSON object")
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Arguments, a JSON object (integers within 64 bits, no U+0000 in strings)",
+    )
     queue: str | None = Field(
         None, min_length=1, max_length=128, pattern=NAME_PATTERN, description="Default: default"
     )
@@ -56,7 +66,30 @@ class JobIn(BaseModel):
         pattern=NO_NUL_PATTERN,
         description="Same key, same body: the original job is returned (header wins)",
     )
-    tenant: str | None = Field(None, min_length=1, max_length=128, pattern=NO_NUL_PATTERN)
+    tenant: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=NO_NUL_PATTERN,
+        description="Who the job is for: fair claiming and quotas work per tenant",
+    )
+    unique_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        pattern=NO_NUL_PATTERN,
+        description="While a job with this key is queued, waiting, running or retrying, "
+        "the answer is that job (200) instead of a new one",
+    )
+    unique_states: list[Literal["succeeded", "failed", "cancelled"]] | None = Field(
+        None, max_length=3, description="Final statuses that also hold unique_key"
+    )
+    depends_on: list[JobIdValue] | None = Field(
+        None,
+        max_length=100,
+        description="Ids of jobs that must all succeed first; the job waits meanwhile, and "
+        "is cancelled if one of them fails or is cancelled",
+    )
 
 
 class JobOut(BaseModel):
@@ -71,6 +104,8 @@ class JobOut(BaseModel):
     max_attempts: int
     tenant: str | None
     idempotency_key: str | None
+    unique_key: str | None
+    depends_on: list[int]
     last_error: str | None
     result: Any = None
     progress: dict[str, Any] | None
@@ -96,6 +131,8 @@ class JobOut(BaseModel):
             max_attempts=job.max_attempts,
             tenant=job.tenant,
             idempotency_key=job.idempotency_key,
+            unique_key=job.unique_key,
+            depends_on=job.depends_on,
             last_error=job.last_error,
             result=job.result,
             progress=job.progress,
@@ -146,11 +183,6 @@ class CancelOut(BaseModel):
     job: JobOut
 
 
-# Ids in a JSON body go up to 2**53 - 1, the largest integer every JSON parser holds exactly
-# (ids are a sequence from 1; 2**53 is centuries away). It is also a bound the spec can state:
-# FastAPI's OpenAPI model stores body bounds as floats, so 2**63 - 1 was published as
-# 9.223372036854776e18, which promised ids the server refuses.
-JobIdValue = Annotated[int, Field(ge=1, le=2**53 - 1)]
 CURSOR_PATTERN = r"^[0-9]{1,19}$"
 
 
