@@ -47,3 +47,23 @@ def test_quickstart_example_runs(kind: str, tmp_path: Path, request: pytest.Fixt
     assert "send_email -> {'sent_to': 'a@example.com'}" in completed.stdout
     assert "resize     -> ['img0.png@640', 'img1.png@640', 'img2.png@640']" in completed.stdout
     assert "scheduled  -> queued" in completed.stdout
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_flow_control_example_runs(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'flow.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "flow_control.py"), url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "notify     -> succeeded told ops" in completed.stdout
+    assert "orphan     -> cancelled dependency" in completed.stdout
