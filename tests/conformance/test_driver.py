@@ -329,3 +329,30 @@ async def test_expired_idempotency_keys_are_forgotten_and_can_be_used_again(
     assert second.id != first.id  # the key names a new job now; the old job stays
     kept = await driver.get(first.id)
     assert kept is not None and kept.idempotency_key is None
+
+
+async def test_a_large_plain_batch_equals_what_is_stored(driver: Driver) -> None:
+    """Large batches without keys take PostgreSQL's COPY path: the same jobs, the same
+    fields, whatever characters the payloads and names hold."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    tricky = ["back\\slash", "tab\there", "new\nline", "cr\rhere", "\\N", "ünïcødé ✓", ""]
+    batch = [
+        NewJob(
+            kind=f"k.{i % 3}",
+            queue="q\\" if i % 7 == 0 else "default",
+            payload={"text": tricky[i % len(tricky)], "n": i, "nested": {"a": [1.5, None]}},
+            priority=(i % 5) - 2,
+            run_at=later if i % 4 == 0 else None,
+            max_attempts=1 + i % 9,
+            tenant=None if i % 2 else f"tenant\t{i % 3}",
+            timeout_s=2.5 if i % 3 == 0 else None,
+            request_id="req\\1" if i % 5 == 0 else None,
+        )
+        for i in range(150)
+    ]
+    returned = await driver.enqueue_many(batch)
+    assert [j.payload["n"] for j in returned] == list(range(150))
+    assert returned == sorted(returned, key=lambda j: j.id)
+    for job in returned:
+        assert job == await driver.get(job.id)
+    assert len(await driver.list_jobs(ListParams(limit=1000))) == 150

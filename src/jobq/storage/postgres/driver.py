@@ -147,6 +147,25 @@ def _jobs_from_request(requested: list[dict[str, Any]], rows: list[tuple[Any, ..
     return jobs
 
 
+# From this many jobs on, a plain batch goes by COPY; below, one INSERT costs fewer round trips.
+COPY_MIN_JOBS = 100
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str | None) -> str:
+    """A text column in COPY's text format: NULL as \\N, the format's specials escaped."""
+    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
+def _copy_json(encoded: str) -> str:
+    # JSON text holds no raw tab or newline (they are escaped inside strings), only backslashes.
+    return encoded.replace("\\", "\\\\")
+
+
+def _copy_number(value: float | None) -> str:
+    return "\\N" if value is None else repr(float(value))
+
+
 class PostgresDriver:
     dialect = "postgres"
 
@@ -348,12 +367,18 @@ class PostgresDriver:
     ) -> tuple[list[Job], list[Job]]:
         # The statement NOTIFYs too; the notification goes out when its transaction commits
         # (the caller's own, with connection=), so no worker wakes before it can see the rows.
+        if (
+            len(rows) >= COPY_MIN_JOBS
+            and orphaned is None
+            and not any(j.idempotency_key or j.unique_key for j in jobs)
+        ):
+            return await self._copy_insert(conn, rows), []
         if len(rows) == 1:
             payload = dump_json(rows[0]["payload"])
             refuse_nul(payload, rows[0]["payload"])
-            cur = conn.cursor(row_factory=_job_row)
-            await cur.execute(self._q["insert_job"], {**rows[0], "payload": payload})
-            inserted = await cur.fetchall()
+            cur = await conn.execute(self._q["insert_job"], {**rows[0], "payload": payload})
+            asked = {**rows[0], "payload": orjson.loads(payload)}  # as stored
+            inserted = _jobs_from_request([asked], await cur.fetchall())
         else:
             batch = dump_json(rows)
             refuse_nul(batch, [row["payload"] for row in rows])
@@ -375,6 +400,55 @@ class PostgresDriver:
                 await cur.execute(self._q["jobs_by_unique_keys"], {"keys": uniques})
                 existing += await cur.fetchall()
         return inserted, existing
+
+    async def _copy_insert(
+        self, conn: AsyncConnection[Any], rows: list[dict[str, Any]]
+    ) -> list[Job]:
+        """Many plain jobs (no keys, no dependencies) by COPY: about twice the rows per second
+        of the INSERT. COPY returns nothing, so the ids are taken from the sequence first and
+        written explicitly (COPY may fill an identity column), and the transaction's now() is
+        read in the same statement: it is the created_at every row gets by default."""
+        queues = sorted({row["queue"] for row in rows})
+        async with conn.transaction():  # a savepoint inside the caller's own transaction
+            cur = await conn.execute(self._q["reserve_ids"], {"count": len(rows), "queues": queues})
+            reserved = await cur.fetchone()
+            assert reserved is not None
+            now, ids = reserved[0], sorted(reserved[1])
+            stamp = now.isoformat()
+            lines = []
+            payloads = []
+            for job_id, row in zip(ids, rows, strict=True):
+                encoded = dump_json(row["payload"])
+                refuse_nul(encoded, row["payload"])
+                payloads.append(encoded)
+                lines.append(
+                    f"{job_id}\t{_copy_text(row['queue'])}\t{_copy_text(row['kind'])}\t"
+                    f"{_copy_json(encoded)}\t{row['priority']}\t"
+                    f"{row['run_at'].isoformat() if row['run_at'] is not None else stamp}\t"
+                    f"{row['max_attempts']}\t{_copy_text(row['tenant'])}\t"
+                    f"{_copy_number(row['timeout_s'])}\t{_copy_text(row['request_id'])}\n"
+                )
+            async with conn.cursor().copy(self._q["copy_jobs"]) as copy:
+                await copy.write("".join(lines).encode())
+        return [
+            Job(
+                id=job_id,
+                queue=row["queue"],
+                kind=row["kind"],
+                payload=orjson.loads(encoded),  # as stored, like the other insert paths
+                status=JobStatus.QUEUED,
+                priority=row["priority"],
+                run_at=row["run_at"] if row["run_at"] is not None else now,
+                attempt=0,
+                max_attempts=row["max_attempts"],
+                created_at=now,
+                updated_at=now,
+                tenant=row["tenant"],
+                timeout_s=row["timeout_s"],
+                request_id=row["request_id"],
+            )
+            for job_id, row, encoded in zip(ids, rows, payloads, strict=True)
+        ]
 
     async def _check_tenant_quota(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> None:
         quota = self._settings.tenant_max_queued

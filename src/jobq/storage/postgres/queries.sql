@@ -33,8 +33,20 @@ SELECT inserted.id, inserted.run_at, inserted.created_at, inserted.idempotency_k
        END AS notified
 FROM inserted
 
+-- name: reserve_ids
+-- For a COPY of :count jobs: their ids, the transaction's now() (every row's created_at), and
+-- the wake-up of each queue (sent at commit).
+SELECT now(),
+       (SELECT array_agg(nextval('jobq_jobs_id_seq')) FROM generate_series(1, %(count)s)),
+       (SELECT count(pg_notify('jobq', 'new:' || q)) FROM unnest(%(queues)s::text[]) AS q)
+
+-- name: copy_jobs
+COPY jobq_jobs (id, queue, kind, payload, priority, run_at, max_attempts, tenant, timeout_s,
+                request_id)
+FROM STDIN
+
 -- name: insert_job
--- insert_jobs for exactly one job: plain parameters instead of twelve one-element arrays.
+-- insert_jobs for exactly one job: plain parameters instead of a JSON array to unpack.
 WITH inserted AS (
     INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
                            idempotency_key, unique_key, unique_states, depends_on, timeout_s,
@@ -45,9 +57,10 @@ WITH inserted AS (
             COALESCE(%(depends_on)s::bigint[], '{}'), %(timeout_s)s, %(request_id)s,
             %(request_fingerprint)s, COALESCE(%(status)s, 'queued'))
     ON CONFLICT DO NOTHING
-    RETURNING *
+    RETURNING id, run_at, created_at, idempotency_key, unique_key, status, queue
 )
-SELECT inserted.*,
+SELECT inserted.id, inserted.run_at, inserted.created_at, inserted.idempotency_key,
+       inserted.unique_key, inserted.status,
        CASE WHEN inserted.status = 'queued' THEN pg_notify('jobq', 'new:' || inserted.queue)
        END AS notified
 FROM inserted
