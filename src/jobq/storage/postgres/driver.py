@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -149,6 +150,9 @@ def _jobs_from_request(requested: list[dict[str, Any]], rows: list[tuple[Any, ..
 
 # From this many jobs on, a plain batch goes by COPY; below, one INSERT costs fewer round trips.
 COPY_MIN_JOBS = 100
+# Rows per write of a COPY: small enough that the server starts on them early, large enough
+# that the writes' own cost does not show.
+COPY_SLICE_JOBS = 1000
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -164,6 +168,72 @@ def _copy_json(encoded: str) -> str:
 
 def _copy_number(value: float | None) -> str:
     return "\\N" if value is None else repr(float(value))
+
+
+class _CopyEncoder:
+    """COPY text lines for plain new jobs, each with the Job it becomes. The names a batch
+    repeats (queue, kind, tenant) are escaped once per batch, not once per row."""
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self._stamp = now.isoformat()
+        self._escaped: dict[str | None, str] = {}
+
+    def _text(self, value: str | None) -> str:
+        escaped = self._escaped.get(value)
+        if escaped is None:
+            escaped = self._escaped[value] = _copy_text(value)
+        return escaped
+
+    def line(self, job_id: int, job: NewJob, created: list[Job]) -> str:
+        encoded = dump_json(job.payload)
+        refuse_nul(encoded, job.payload)
+        run_at = job.run_at
+        created.append(
+            Job(
+                job_id,
+                job.queue,
+                job.kind,
+                orjson.loads(encoded),  # the payload as stored, like the other insert paths
+                JobStatus.QUEUED,
+                job.priority,
+                self._now if run_at is None else run_at,
+                0,
+                job.max_attempts,
+                self._now,
+                self._now,
+                job.tenant,
+                timeout_s=job.timeout_s,
+                request_id=job.request_id,
+            )
+        )
+        return (
+            f"{job_id}\t{self._text(job.queue)}\t{self._text(job.kind)}\t{_copy_json(encoded)}\t"
+            f"{job.priority}\t{self._stamp if run_at is None else run_at.isoformat()}\t"
+            f"{job.max_attempts}\t{self._text(job.tenant)}\t{_copy_number(job.timeout_s)}\t"
+            f"{_copy_text(job.request_id)}\n"
+        )
+
+
+def _insert_row(job: NewJob) -> dict[str, Any]:
+    """One job as insert_job(s) takes it."""
+    return {
+        "queue": job.queue,
+        "kind": job.kind,
+        "payload": job.payload,
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "max_attempts": job.max_attempts,
+        "tenant": job.tenant,
+        "idempotency_key": job.idempotency_key,
+        "unique_key": job.unique_key,
+        "unique_states": unique_states_mask(job),
+        "depends_on": list(job.depends_on) or None,
+        "timeout_s": job.timeout_s,
+        "request_id": job.request_id,
+        "request_fingerprint": job.request_fingerprint,
+        "status": None,  # queued, unless it waits on dependencies
+    }
 
 
 class PostgresDriver:
@@ -296,29 +366,9 @@ class PostgresDriver:
             return []
         for job in jobs:
             validate_new_job(job)
-        rows = [
-            {
-                "queue": j.queue,
-                "kind": j.kind,
-                "payload": j.payload,
-                "priority": j.priority,
-                "run_at": j.run_at,
-                "max_attempts": j.max_attempts,
-                "tenant": j.tenant,
-                "idempotency_key": j.idempotency_key,
-                "unique_key": j.unique_key,
-                "unique_states": unique_states_mask(j),
-                "depends_on": list(j.depends_on) or None,
-                "timeout_s": j.timeout_s,
-                "request_id": j.request_id,
-                "request_fingerprint": j.request_fingerprint,
-                "status": None,  # queued, unless it waits on dependencies
-            }
-            for j in jobs
-        ]
         if connection is not None:
             # The caller's transaction: the jobs and their wake-up commit (or not) with it.
-            created = await self._insert(connection, jobs, rows)
+            created = await self._insert(connection, jobs)
         else:
             # Dependencies and quotas take several statements that must commit together.
             guarded = any(j.depends_on for j in jobs) or (
@@ -326,15 +376,22 @@ class PostgresDriver:
             )
             opened = self._transaction() if guarded else self._connection()
             async with opened as conn:
-                created = await self._insert(conn, jobs, rows)
+                created = await self._insert(conn, jobs)
             for queue in sorted({j.queue for j in jobs}):
                 self._bus.publish("new", queue)
         return match_inserted(jobs, created[0], created[1])
 
     async def _insert(
-        self, conn: AsyncConnection[Any], jobs: Sequence[NewJob], rows: list[dict[str, Any]]
+        self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]
     ) -> tuple[list[Job], list[Job]]:
         await self._check_tenant_quota(conn, jobs)
+        # The statements NOTIFY too; the notification goes out when their transaction commits
+        # (the caller's own, with connection=), so no worker wakes before it can see the rows.
+        if len(jobs) >= COPY_MIN_JOBS and not any(
+            j.idempotency_key or j.unique_key or j.depends_on for j in jobs
+        ):
+            return await self._copy_insert(conn, jobs), []
+        rows = [_insert_row(j) for j in jobs]
         orphaned = await self._prepare_dependents(conn, jobs, rows)
         inserted, existing = await self._insert_pass(conn, jobs, rows, orphaned)
         # A job skipped for a unique key whose holder finished before the lookup found it
@@ -365,14 +422,6 @@ class PostgresDriver:
         rows: list[dict[str, Any]],
         orphaned: dict[int, str] | None,
     ) -> tuple[list[Job], list[Job]]:
-        # The statement NOTIFYs too; the notification goes out when its transaction commits
-        # (the caller's own, with connection=), so no worker wakes before it can see the rows.
-        if (
-            len(rows) >= COPY_MIN_JOBS
-            and orphaned is None
-            and not any(j.idempotency_key or j.unique_key for j in jobs)
-        ):
-            return await self._copy_insert(conn, rows), []
         if len(rows) == 1:
             payload = dump_json(rows[0]["payload"])
             refuse_nul(payload, rows[0]["payload"])
@@ -401,54 +450,32 @@ class PostgresDriver:
                 existing += await cur.fetchall()
         return inserted, existing
 
-    async def _copy_insert(
-        self, conn: AsyncConnection[Any], rows: list[dict[str, Any]]
-    ) -> list[Job]:
+    async def _copy_insert(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[Job]:
         """Many plain jobs (no keys, no dependencies) by COPY: about twice the rows per second
         of the INSERT. COPY returns nothing, so the ids are taken from the sequence first and
         written explicitly (COPY may fill an identity column), and the transaction's now() is
-        read in the same statement: it is the created_at every row gets by default."""
-        queues = sorted({row["queue"] for row in rows})
+        read in the same statement: it is the created_at every row gets by default.
+
+        The rows go out in slices, each written as soon as it is built, so the server parses
+        and indexes one slice while this process encodes the next (they run on other cores).
+        """
+        queues = sorted({job.queue for job in jobs})
         async with conn.transaction():  # a savepoint inside the caller's own transaction
-            cur = await conn.execute(self._q["reserve_ids"], {"count": len(rows), "queues": queues})
+            cur = await conn.execute(self._q["reserve_ids"], {"count": len(jobs), "queues": queues})
             reserved = await cur.fetchone()
             assert reserved is not None
             now, ids = reserved[0], sorted(reserved[1])
-            stamp = now.isoformat()
-            lines = []
-            payloads = []
-            for job_id, row in zip(ids, rows, strict=True):
-                encoded = dump_json(row["payload"])
-                refuse_nul(encoded, row["payload"])
-                payloads.append(encoded)
-                lines.append(
-                    f"{job_id}\t{_copy_text(row['queue'])}\t{_copy_text(row['kind'])}\t"
-                    f"{_copy_json(encoded)}\t{row['priority']}\t"
-                    f"{row['run_at'].isoformat() if row['run_at'] is not None else stamp}\t"
-                    f"{row['max_attempts']}\t{_copy_text(row['tenant'])}\t"
-                    f"{_copy_number(row['timeout_s'])}\t{_copy_text(row['request_id'])}\n"
-                )
+            encode = _CopyEncoder(now)
+            created: list[Job] = []
             async with conn.cursor().copy(self._q["copy_jobs"]) as copy:
-                await copy.write("".join(lines).encode())
-        return [
-            Job(
-                id=job_id,
-                queue=row["queue"],
-                kind=row["kind"],
-                payload=orjson.loads(encoded),  # as stored, like the other insert paths
-                status=JobStatus.QUEUED,
-                priority=row["priority"],
-                run_at=row["run_at"] if row["run_at"] is not None else now,
-                attempt=0,
-                max_attempts=row["max_attempts"],
-                created_at=now,
-                updated_at=now,
-                tenant=row["tenant"],
-                timeout_s=row["timeout_s"],
-                request_id=row["request_id"],
-            )
-            for job_id, row, encoded in zip(ids, rows, payloads, strict=True)
-        ]
+                for start in range(0, len(jobs), COPY_SLICE_JOBS):
+                    end = start + COPY_SLICE_JOBS
+                    lines = [
+                        encode.line(job_id, job, created)
+                        for job_id, job in zip(ids[start:end], jobs[start:end], strict=True)
+                    ]
+                    await copy.write("".join(lines).encode())
+        return created
 
     async def _check_tenant_quota(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> None:
         quota = self._settings.tenant_max_queued
