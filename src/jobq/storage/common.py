@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from ..errors import DatabaseUnavailableError, InvalidJobError
-from ..model import Job
+from ..model import Job, JobStatus
 from .base import MAX_PRIORITY, MIN_PRIORITY, ClaimLimits, NewJob, NotificationHandler
 
 MAX_NAME_LENGTH = 128
@@ -68,6 +69,35 @@ def dump_json(value: Any) -> str:
 
 def dump_optional_json(value: Any) -> str | None:
     return None if value is None else dump_json(value)
+
+
+def plain_batch(jobs: Sequence[NewJob]) -> bool:
+    """True when no job of the batch has an idempotency key, a unique key or parents: every
+    one becomes a new queued row, so the rows can be written without reading any back."""
+    return not any(j.idempotency_key or j.unique_key or j.depends_on for j in jobs)
+
+
+def queued_job(
+    job_id: int, job: NewJob, payload: Any, run_at: datetime, created_at: datetime
+) -> Job:
+    """The row a plain new job becomes, built from the request and what the database
+    decided (id, times), for inserts that return nothing."""
+    return Job(
+        job_id,
+        job.queue,
+        job.kind,
+        payload,
+        JobStatus.QUEUED,
+        job.priority,
+        run_at,
+        0,
+        job.max_attempts,
+        created_at,
+        created_at,
+        job.tenant,
+        timeout_s=job.timeout_s,
+        request_id=job.request_id,
+    )
 
 
 def match_inserted(

@@ -47,6 +47,8 @@ from ..common import (
     dump_optional_json,
     match_inserted,
     pick_within_limits,
+    plain_batch,
+    queued_job,
     refuse_nul,
     room_under_limits,
     shares,
@@ -189,24 +191,9 @@ class _CopyEncoder:
         encoded = dump_json(job.payload)
         refuse_nul(encoded, job.payload)
         run_at = job.run_at
-        created.append(
-            Job(
-                job_id,
-                job.queue,
-                job.kind,
-                orjson.loads(encoded),  # the payload as stored, like the other insert paths
-                JobStatus.QUEUED,
-                job.priority,
-                self._now if run_at is None else run_at,
-                0,
-                job.max_attempts,
-                self._now,
-                self._now,
-                job.tenant,
-                timeout_s=job.timeout_s,
-                request_id=job.request_id,
-            )
-        )
+        # The payload as stored (decoded again), like the other insert paths return it.
+        stored = orjson.loads(encoded)
+        created.append(queued_job(job_id, job, stored, run_at or self._now, self._now))
         return (
             f"{job_id}\t{self._text(job.queue)}\t{self._text(job.kind)}\t{_copy_json(encoded)}\t"
             f"{job.priority}\t{self._stamp if run_at is None else run_at.isoformat()}\t"
@@ -387,9 +374,7 @@ class PostgresDriver:
         await self._check_tenant_quota(conn, jobs)
         # The statements NOTIFY too; the notification goes out when their transaction commits
         # (the caller's own, with connection=), so no worker wakes before it can see the rows.
-        if len(jobs) >= COPY_MIN_JOBS and not any(
-            j.idempotency_key or j.unique_key or j.depends_on for j in jobs
-        ):
+        if len(jobs) >= COPY_MIN_JOBS and plain_batch(jobs):
             return await self._copy_insert(conn, jobs), []
         rows = [_insert_row(j) for j in jobs]
         orphaned = await self._prepare_dependents(conn, jobs, rows)

@@ -29,6 +29,19 @@ ORDER BY j.key
 ON CONFLICT DO NOTHING
 RETURNING *
 
+-- name: last_job_id
+-- The highest id ever handed out (AUTOINCREMENT never reuses one), or 0 in a new database.
+SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'jobq_jobs'), 0),
+           COALESCE((SELECT max(id) FROM jobq_jobs), 0))
+
+-- name: insert_plain_job
+-- One row of a batch without keys or parents, by executemany; positional parameters, as
+-- executemany takes tuples: id, queue, kind, payload, priority, run_at, max_attempts,
+-- tenant, timeout_s, request_id, now.
+INSERT INTO jobq_jobs (id, queue, kind, payload, priority, run_at, max_attempts, tenant,
+                       timeout_s, request_id, created_at, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+
 -- name: jobs_by_idempotency_keys
 SELECT * FROM jobq_jobs WHERE idempotency_key IN (SELECT value FROM json_each(:keys))
 
