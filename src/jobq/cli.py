@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import json
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,6 +22,7 @@ from .config import Settings
 from .errors import JobqError
 from .observability.logging import configure_logging
 from .observability.metrics import Metrics
+from .process import settle_heap
 from .worker.simulated import PLANS, register_demo_tasks
 
 T = TypeVar("T")
@@ -208,6 +210,7 @@ def worker(
             # A worker started while the database is down or restarting waits for it (and a
             # signal meanwhile stops it cleanly) instead of exiting 1 on the migration.
             if await worker.until_database_answers(jobq.migrate, "migration"):
+                settle_heap()
                 await worker.run()
         finally:
             await jobq.close()
@@ -249,6 +252,10 @@ def _serve_http(jobq: JobQueue, settings: Settings, worker: Any = None) -> None:
             finally:
                 for sig, handler in original.items():
                     signal.signal(sig, handler)
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            settle_heap()  # the app, its lifespan (and under `serve`, the worker) are up
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             # Open event streams would hold the graceful shutdown for its whole timeout:

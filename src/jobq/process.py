@@ -1,0 +1,26 @@
+"""Process-wide tuning for jobq's own long-running commands (``jobq worker``, ``api``,
+``serve``). A library user's process is left alone: only the CLI calls this.
+"""
+
+from __future__ import annotations
+
+import gc
+
+# Allocations (net of frees) between young-generation collections; CPython's default is 700.
+# A busy API or worker allocates and frees thousands of short-lived objects per second, and
+# at the default the collector ran ~170 times a second under load; at 10,000 it runs rarely,
+# while the garbage that waits meanwhile stays at most a few thousand objects.
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Call once start-up is done. Everything allocated so far (modules, the app, its routes
+    and schemas: ~90,000 objects under ``jobq api``) lives as long as the process, so it is
+    moved out of the collector's sight (``gc.freeze``); otherwise each full collection walks
+    all of it again. Measured under ``POST /jobs`` load at 64 connections: full collections
+    took 0.9-1.0 s of every 10 s with pauses up to 93 ms before; about 10 ms in all after,
+    and p99 latency fell from 147-166 ms to 76-82 ms on the same machine."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)
