@@ -295,6 +295,13 @@ class Driver(Protocol):
         ago (their error history goes with them); returns how many."""
         ...
 
+    async def refresh_statistics(self) -> bool:
+        """Bring the planner's statistics of the jobs table up to date when they are missing
+        or stale (autovacuum off, or not yet around to it); True when it did. Without them a
+        table that just took a large backlog looks small, and the claim is planned as a sort
+        of every queued row instead of a walk down the claim index."""
+        ...
+
     async def ping(self) -> None:
         """Raise DatabaseUnavailableError unless the database answers."""
         ...

@@ -62,6 +62,7 @@ log = logging.getLogger("jobq.storage.postgres")
 MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
 LIMITS_LOCK_KEY = 0x6A6F6272  # claims of kinds and queues with limits
 TENANT_LOCK_KEY = 0x6A6F6273  # with the tenant's hash: quota checks of one tenant
+STATISTICS_LOCK_KEY = 0x6A6F6274  # one ANALYZE of the jobs table at a time
 NOTIFY_CHANNEL = "jobq"
 
 
@@ -841,6 +842,19 @@ class PostgresDriver:
     async def purge_finished(self, status: JobStatus, older_than_s: float, batch: int) -> int:
         args = {"status": str(status), "older_than_s": older_than_s, "batch": batch}
         return len(await self._fetch_ids("purge_finished", args))
+
+    async def refresh_statistics(self) -> bool:
+        async with self._transaction() as conn:
+            cur = await conn.execute(self._q["statistics_stale"])
+            stale = await cur.fetchone()
+            if not (stale and stale[0]):
+                return False
+            cur = await conn.execute(self._q["try_statistics_lock"], {"key": STATISTICS_LOCK_KEY})
+            locked = await cur.fetchone()
+            if not (locked and locked[0]):
+                return False  # another process is at it
+            await conn.execute(self._q["analyze_jobs"])
+        return True
 
     async def ping(self) -> None:
         async with self._connection() as conn:

@@ -438,3 +438,18 @@ DELETE FROM jobq_jobs WHERE id IN (
     LIMIT %(batch)s
 )
 RETURNING id
+
+-- name: statistics_stale
+-- The jobs table was never analyzed and is no longer tiny, or a fifth of it changed since
+-- (autovacuum, with this table's settings, analyzes after 2%; this catches it when it is off
+-- or behind).
+SELECT (c.reltuples < 0 AND s.n_live_tup + s.n_mod_since_analyze > 1000)
+       OR s.n_mod_since_analyze > GREATEST(1000, 0.2 * c.reltuples)
+FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = 'jobq_jobs'::regclass
+
+-- name: try_statistics_lock
+SELECT pg_try_advisory_xact_lock(%(key)s)
+
+-- name: analyze_jobs
+ANALYZE jobq_jobs

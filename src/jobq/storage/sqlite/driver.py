@@ -1013,6 +1013,11 @@ class SqliteDriver:
                 await cursor.close()
             return int(cursor.rowcount)
 
+    async def refresh_statistics(self) -> bool:
+        # SQLite plans the claim by the claim index without statistics (it has no sort-all
+        # alternative it prefers on a guess), so there is nothing to refresh.
+        return False
+
     async def take_leadership(self, name: str, holder: str, ttl_s: float) -> bool:
         args = {"name": name, "holder": holder, "ttl_s": ttl_s, "now": time.time()}
         return bool(await self._write("take_leadership", args))
