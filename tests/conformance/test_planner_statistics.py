@@ -11,7 +11,6 @@ import psycopg
 from jobq.storage import connect
 from jobq.storage.base import NewJob
 from jobq.storage.sqlfiles import load_queries
-from tests.waiting import eventually
 
 
 def claim_plan(url: str) -> str:
@@ -23,6 +22,13 @@ def claim_plan(url: str) -> str:
     return "\n".join(row[0] for row in rows)
 
 
+def waiting_estimate(url: str) -> float:
+    query = "EXPLAIN (FORMAT JSON) SELECT 1 FROM jobq_jobs WHERE status IN ('queued', 'retrying')"
+    with psycopg.connect(url, autocommit=True) as conn:
+        row: Any = conn.execute(query).fetchone()
+    return float(row[0][0]["Plan"]["Plan Rows"])
+
+
 async def test_a_backlog_loaded_since_the_last_analyze_is_claimed_through_the_index(
     pg_url: str,
 ) -> None:
@@ -30,10 +36,9 @@ async def test_a_backlog_loaded_since_the_last_analyze_is_claimed_through_the_in
     try:
         await driver.enqueue_many([NewJob(kind="noop") for _ in range(20_000)])
         before = claim_plan(pg_url)
-        # The plan a table gets while its statistics still say "small": sort them all.
+        # The plan a never-analyzed table gets: sort every waiting job.
         assert "Sort" in before, before
-        # Statistics reach pg_stat_user_tables within about a second of the commit.
-        await eventually(driver.refresh_statistics, what="the stale statistics to be seen")
+        assert await driver.refresh_statistics()
         after = claim_plan(pg_url)
         assert "Sort" not in after and "jobq_jobs_claim_any_queue" in after, after
         assert not await driver.refresh_statistics()  # fresh now: nothing to do
@@ -41,21 +46,29 @@ async def test_a_backlog_loaded_since_the_last_analyze_is_claimed_through_the_in
         await driver.close()
 
 
-async def test_a_small_table_is_left_to_autovacuum(pg_url: str) -> None:
+async def test_statistics_from_an_idle_queue_are_refreshed_when_a_backlog_arrives(
+    pg_url: str,
+) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO jobq_jobs (kind) SELECT 'noop' FROM generate_series(1, 50)")
-        conn.execute("SELECT pg_stat_force_next_flush()")  # counted now, not in 10 s
-
-    async def inserts_counted() -> bool:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'jobq_jobs'"
-            ).fetchone()
-        return row is not None and row[0] >= 50
-
-    await eventually(inserts_counted, what="the inserts to reach the statistics views")
+        conn.execute(
+            "INSERT INTO jobq_jobs (kind, status, finished_at)"
+            " SELECT 'noop', 'succeeded', now() FROM generate_series(1, 5000)"
+        )
+        conn.execute("ANALYZE jobq_jobs")  # statistics of a queue with nothing waiting
     driver = connect(pg_url)
     try:
-        assert not await driver.refresh_statistics()
+        await driver.enqueue_many([NewJob(kind="noop") for _ in range(5000)])
+        assert waiting_estimate(pg_url) < 100  # the statistics say none wait
+        assert await driver.refresh_statistics()
+        assert waiting_estimate(pg_url) > 4000
+    finally:
+        await driver.close()
+
+
+async def test_a_short_queue_is_left_alone(pg_url: str) -> None:
+    driver = connect(pg_url)
+    try:
+        await driver.enqueue_many([NewJob(kind="noop") for _ in range(500)])
+        assert not await driver.refresh_statistics()  # any plan is fast for 500 jobs
     finally:
         await driver.close()

@@ -296,10 +296,10 @@ class Driver(Protocol):
         ...
 
     async def refresh_statistics(self) -> bool:
-        """Bring the planner's statistics of the jobs table up to date when they are missing
-        or stale (autovacuum off, or not yet around to it); True when it did. Without them a
-        table that just took a large backlog looks small, and the claim is planned as a sort
-        of every queued row instead of a walk down the claim index."""
+        """Bring the planner's statistics of the jobs table up to date when they say far
+        fewer jobs wait than do (a backlog loaded since the last ANALYZE, with autovacuum off
+        or not yet around to it); True when it did. With such statistics the claim is
+        planned as a sort of every waiting job instead of a walk down the claim index."""
         ...
 
     async def ping(self) -> None:

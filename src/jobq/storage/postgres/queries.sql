@@ -439,14 +439,15 @@ DELETE FROM jobq_jobs WHERE id IN (
 )
 RETURNING id
 
--- name: statistics_stale
--- The jobs table was never analyzed and is no longer tiny, or a fifth of it changed since
--- (autovacuum, with this table's settings, analyzes after 2%; this catches it when it is off
--- or behind).
-SELECT (c.reltuples < 0 AND s.n_live_tup + s.n_mod_since_analyze > 1000)
-       OR s.n_mod_since_analyze > GREATEST(1000, 0.2 * c.reltuples)
-FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.oid = 'jobq_jobs'::regclass
+-- name: claimable_sample
+-- How many jobs wait to be claimed, counted up to a cap through the claim index.
+SELECT count(*) FROM (
+    SELECT 1 FROM jobq_jobs WHERE status IN ('queued', 'retrying') LIMIT %(cap)s
+) AS waiting
+
+-- name: claimable_estimate
+-- What the planner believes that count is, from the table's statistics.
+EXPLAIN (FORMAT JSON) SELECT 1 FROM jobq_jobs WHERE status IN ('queued', 'retrying')
 
 -- name: try_statistics_lock
 SELECT pg_try_advisory_xact_lock(%(key)s)
