@@ -331,6 +331,28 @@ async def test_expired_idempotency_keys_are_forgotten_and_can_be_used_again(
     assert kept is not None and kept.idempotency_key is None
 
 
+async def test_a_single_plain_job_equals_what_is_stored(driver: Driver) -> None:
+    """One job without keys takes each driver's shortest insert; what it returns is what
+    a read gives back."""
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    for new in (
+        NewJob(kind="k"),
+        NewJob(
+            kind="k2",
+            queue="q",
+            payload={"a": [1, "two", None], "b": {"c": 1.5}},
+            priority=-3,
+            run_at=later,
+            max_attempts=2,
+            tenant="t",
+            timeout_s=4,
+            request_id="req-1",
+        ),
+    ):
+        [job] = await driver.enqueue_many([new])
+        assert job == await driver.get(job.id)
+
+
 async def test_a_large_plain_batch_equals_what_is_stored(driver: Driver) -> None:
     """Large batches without keys take PostgreSQL's COPY path (written in slices of 1,000
     rows): the same jobs, the same fields, whatever characters the payloads and names hold."""

@@ -42,6 +42,9 @@ class CaseResult:
         return self.per_second / self.reference_per_second
 
 
+BULK_CHUNK = 5000  # jobs per enqueue_many call in the bulk enqueue case
+
+
 def bench_settings(url: str) -> Settings:
     return Settings(database_url=url, log_level="WARNING", log_json=True)
 
@@ -76,7 +79,7 @@ async def enqueue_one_by_one(url: str, n: int, server: ServerCpu) -> CaseResult:
     return await _measure_enqueue(url, n, server, "enqueue one by one", one_at_a_time)
 
 
-async def enqueue_bulk(url: str, n: int, server: ServerCpu, chunk: int = 5000) -> CaseResult:
+async def enqueue_bulk(url: str, n: int, server: ServerCpu, chunk: int) -> CaseResult:
     jobs = [NewJob(kind="noop") for _ in range(n)]
 
     async def in_chunks(jq: JobQueue) -> None:

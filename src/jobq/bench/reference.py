@@ -1,9 +1,12 @@
-"""The reference every figure is compared with, measured in the same run: a bare queue loop
-with no features (no attempts, leases, errors or metrics), as in PERFORMANCE-NOTES.md.
+"""The references the figures are compared with, measured in the same run, on a bare table
+(id, status, payload) with no features (no attempts, leases, errors or metrics), as in
+PERFORMANCE-NOTES.md.
 
-PostgreSQL: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT b) RETURNING``,
-then one ``UPDATE ... WHERE id = ANY(ids)`` per batch. SQLite: the same with UPDATE ...
-RETURNING under its write lock.
+Drain: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT b) RETURNING``,
+then one ``UPDATE ... WHERE id = ANY(ids)`` per batch (SQLite: the same with UPDATE ...
+RETURNING under its write lock). Enqueue one by one: a single-row ``INSERT ... RETURNING id``
+per transaction. Enqueue in chunks: ``COPY`` per chunk (SQLite: ``executemany`` per chunk in
+one transaction).
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from typing import Any
 import psycopg
 
 BATCH = 1000
+
+
+def _create_table(url: str) -> None:
+    prepare(url, 0)
 
 
 def prepare(url: str, n: int) -> None:
@@ -103,3 +110,69 @@ def drain(url: str, n: int, processes: int) -> tuple[float, int]:
         with psycopg.connect(url) as conn:
             done = conn.execute("SELECT count(*) FROM bench_ref WHERE status = 'done'").fetchone()
     return elapsed, int(done[0]) if done else 0
+
+
+def _sqlite_connect(url: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def insert_one_by_one(url: str, n: int) -> float:
+    """Seconds for ``n`` single-row inserts, each its own transaction."""
+    _create_table(url)
+    if url.startswith("sqlite"):
+        conn = _sqlite_connect(url)
+        began = time.perf_counter()
+        for _ in range(n):
+            conn.execute(
+                "INSERT INTO bench_ref (status, payload) VALUES ('todo', '{}') RETURNING id"
+            ).fetchall()
+        elapsed = time.perf_counter() - began
+        conn.close()
+        return elapsed
+    with psycopg.connect(url, autocommit=True) as pg:
+        began = time.perf_counter()
+        for _ in range(n):
+            pg.execute(
+                "INSERT INTO bench_ref (status, payload) VALUES ('todo', '{}') RETURNING id"
+            ).fetchall()
+        return time.perf_counter() - began
+
+
+def insert_in_chunks(url: str, n: int, chunk: int) -> float:
+    """Seconds to insert ``n`` rows, ``chunk`` per transaction, by the fastest plain means."""
+    _create_table(url)
+    if url.startswith("sqlite"):
+        conn = _sqlite_connect(url)
+        began = time.perf_counter()
+        for start in range(0, n, chunk):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO bench_ref (status, payload) VALUES (?, ?)",
+                [("todo", "{}")] * min(chunk, n - start),
+            )
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - began
+        conn.close()
+        return elapsed
+    with psycopg.connect(url, autocommit=True) as pg:
+        began = time.perf_counter()
+        for start in range(0, n, chunk):
+            with (
+                pg.transaction(),
+                pg.cursor().copy("COPY bench_ref (status, payload) FROM STDIN") as copy,
+            ):
+                copy.write(b"todo\t{}\n" * min(chunk, n - start))
+        return time.perf_counter() - began
+
+
+def count_rows(url: str) -> int:
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            row = conn.execute("SELECT count(*) FROM bench_ref").fetchone()
+    else:
+        with psycopg.connect(url) as pg:
+            row = pg.execute("SELECT count(*) FROM bench_ref").fetchone()
+    return int(row[0]) if row else 0
