@@ -71,9 +71,7 @@ def _pg_loop(url: str, ready: Any) -> None:
 
 
 def _sqlite_loop(url: str, ready: Any) -> None:
-    conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn = _sqlite_connect(url)
     ready.wait()
     while True:
         rows = conn.execute(
@@ -103,13 +101,7 @@ def drain(url: str, n: int, processes: int) -> tuple[float, int]:
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - began
-    if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            done = conn.execute("SELECT count(*) FROM bench_ref WHERE status = 'done'").fetchone()
-    else:
-        with psycopg.connect(url) as conn:
-            done = conn.execute("SELECT count(*) FROM bench_ref WHERE status = 'done'").fetchone()
-    return elapsed, int(done[0]) if done else 0
+    return elapsed, count_rows(url, "done")
 
 
 def _sqlite_connect(url: str) -> sqlite3.Connection:
@@ -168,11 +160,13 @@ def insert_in_chunks(url: str, n: int, chunk: int) -> float:
         return time.perf_counter() - began
 
 
-def count_rows(url: str) -> int:
+def count_rows(url: str, status: str | None = None) -> int:
+    """Rows of the reference table (in ``status``, if given)."""
+    query = "SELECT count(*) FROM bench_ref WHERE {0} IS NULL OR status = {0}"
     if url.startswith("sqlite"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            row = conn.execute("SELECT count(*) FROM bench_ref").fetchone()
+            row = conn.execute(query.format("?1"), (status,)).fetchone()
     else:
         with psycopg.connect(url) as pg:
-            row = pg.execute("SELECT count(*) FROM bench_ref").fetchone()
+            row = pg.execute(query.format("%(status)s::text"), {"status": status}).fetchone()
     return int(row[0]) if row else 0
