@@ -111,58 +111,65 @@ def _sqlite_connect(url: str) -> sqlite3.Connection:
     return conn
 
 
-def insert_one_by_one(url: str, n: int) -> float:
+# The row the insert references write, per table: the bare table, or jobq's own jobs table
+# (the same inserts there tell what its indexes and constraints cost apart from jobq's code).
+_PLAIN_ROW = {"bench_ref": ("status", "todo"), "jobq_jobs": ("kind", "noop")}
+
+
+def insert_one_by_one(url: str, n: int, table: str = "bench_ref") -> float:
     """Seconds for ``n`` single-row inserts, each its own transaction."""
-    _create_table(url)
+    if table == "bench_ref":
+        _create_table(url)
+    column, value = _PLAIN_ROW[table]
+    insert = f"INSERT INTO {table} ({column}, payload) VALUES ('{value}', '{{}}') RETURNING id"
     if url.startswith("sqlite"):
         conn = _sqlite_connect(url)
         began = time.perf_counter()
         for _ in range(n):
-            conn.execute(
-                "INSERT INTO bench_ref (status, payload) VALUES ('todo', '{}') RETURNING id"
-            ).fetchall()
+            conn.execute(insert).fetchall()
         elapsed = time.perf_counter() - began
         conn.close()
         return elapsed
     with psycopg.connect(url, autocommit=True) as pg:
         began = time.perf_counter()
         for _ in range(n):
-            pg.execute(
-                "INSERT INTO bench_ref (status, payload) VALUES ('todo', '{}') RETURNING id"
-            ).fetchall()
+            pg.execute(insert.encode()).fetchall()
         return time.perf_counter() - began
 
 
-def insert_in_chunks(url: str, n: int, chunk: int) -> float:
+def insert_in_chunks(url: str, n: int, chunk: int, table: str = "bench_ref") -> float:
     """Seconds to insert ``n`` rows, ``chunk`` per transaction, by the fastest plain means."""
-    _create_table(url)
+    if table == "bench_ref":
+        _create_table(url)
+    column, value = _PLAIN_ROW[table]
     if url.startswith("sqlite"):
         conn = _sqlite_connect(url)
         began = time.perf_counter()
         for start in range(0, n, chunk):
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
-                "INSERT INTO bench_ref (status, payload) VALUES (?, ?)",
-                [("todo", "{}")] * min(chunk, n - start),
+                f"INSERT INTO {table} ({column}, payload) VALUES (?, ?)",
+                [(value, "{}")] * min(chunk, n - start),
             )
             conn.execute("COMMIT")
         elapsed = time.perf_counter() - began
         conn.close()
         return elapsed
+    line = f"{value}\t{{}}\n".encode()
     with psycopg.connect(url, autocommit=True) as pg:
         began = time.perf_counter()
         for start in range(0, n, chunk):
             with (
                 pg.transaction(),
-                pg.cursor().copy("COPY bench_ref (status, payload) FROM STDIN") as copy,
+                pg.cursor().copy(f"COPY {table} ({column}, payload) FROM STDIN".encode()) as copy,
             ):
-                copy.write(b"todo\t{}\n" * min(chunk, n - start))
+                copy.write(line * min(chunk, n - start))
         return time.perf_counter() - began
 
 
-def count_rows(url: str, status: str | None = None) -> int:
-    """Rows of the reference table (in ``status``, if given)."""
-    query = "SELECT count(*) FROM bench_ref WHERE {0} IS NULL OR status = {0}"
+def count_rows(url: str, status: str | None = None, table: str = "bench_ref") -> int:
+    """Rows of a reference table (in ``status``, if given)."""
+    query = f"SELECT count(*) FROM {table} WHERE {{0}} IS NULL OR status = {{0}}"
     if url.startswith("sqlite"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             row = conn.execute(query.format("?1"), (status,)).fetchone()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -113,23 +114,30 @@ async def run_cases(
             raise RuntimeError(f"reference loop finished {done} of {n} rows")
         return n / seconds
 
-    async def reference_insert(count: int, chunk: int | None) -> float:
+    async def reference_insert(count: int, chunk: int | None, table: str = "bench_ref") -> float:
         async with fresh_database(url) as fresh:
             if chunk is None:
-                seconds = await asyncio.to_thread(reference.insert_one_by_one, fresh, count)
+                insert = functools.partial(reference.insert_one_by_one, fresh, count, table)
             else:
-                seconds = await asyncio.to_thread(reference.insert_in_chunks, fresh, count, chunk)
-            stored = await asyncio.to_thread(reference.count_rows, fresh)
+                insert = functools.partial(reference.insert_in_chunks, fresh, count, chunk, table)
+            seconds = await asyncio.to_thread(insert)
+            stored = await asyncio.to_thread(reference.count_rows, fresh, None, table)
         if stored != count:
             raise RuntimeError(f"reference insert stored {stored} of {count} rows")
         return count / seconds
 
     if "enqueue" in cases:
         one_by_one = min(n, 5000)
-        result = await case(lambda u: enqueue_one_by_one(u, one_by_one, server))
-        result.reference_per_second = await reference_insert(one_by_one, None)
-        result = await case(lambda u: enqueue_bulk(u, n, server, BULK_CHUNK))
-        result.reference_per_second = await reference_insert(n, BULK_CHUNK)
+        for chunk, make in (
+            (None, lambda u: enqueue_one_by_one(u, one_by_one, server)),
+            (BULK_CHUNK, lambda u: enqueue_bulk(u, n, server, BULK_CHUNK)),
+        ):
+            count = one_by_one if chunk is None else n
+            result = await case(make)
+            result.reference_per_second = await reference_insert(count, chunk)
+            # The same plain inserts into jobq's own table: what its schema costs.
+            jobs_table = await reference_insert(count, chunk, "jobq_jobs")
+            result.extra["plain_insert_into_jobs_table_per_s"] = jobs_table
     if "drain" in cases:
         for processes in (1, 2):
             result = await case(lambda u, k=processes: drain(u, n, k, server))  # type: ignore[misc]
@@ -233,6 +241,8 @@ def _rate(r: CaseResult) -> str:
         text += f", p50 {r.extra['p50_ms']:.1f} ms, p99 {r.extra['p99_ms']:.1f} ms"
     if r.ratio is not None:
         text += f", {r.ratio:.2f}x bare ({r.reference_per_second:,.0f}/s)"
+    if "plain_insert_into_jobs_table_per_s" in r.extra:
+        text += f"; plain into jobq_jobs {r.extra['plain_insert_into_jobs_table_per_s']:,.0f}/s"
     return text
 
 
