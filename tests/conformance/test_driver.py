@@ -87,6 +87,28 @@ async def test_batch_claim_respects_limit_queue_and_run_at(driver: Driver) -> No
     assert [j.queue for j in await driver.claim_batch(ClaimParams("w", limit=10))] == ["b"]
 
 
+async def test_a_claim_over_several_queues_takes_the_best_of_all_in_order(
+    driver: Driver,
+) -> None:
+    """Priority, then run_at, then id, across the queues a worker serves; other queues and
+    jobs not yet due are left alone."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    a = await enqueue(driver, *[NewJob(kind="k", queue="a", priority=p) for p in (0, 5, 1, 5)])
+    b = await enqueue(driver, *[NewJob(kind="k", queue="b", priority=p) for p in (3, 0, 9)])
+    await enqueue(
+        driver,
+        NewJob(kind="k", queue="c", priority=100),
+        NewJob(kind="k", queue="a", priority=50, run_at=later),
+    )
+    first = await driver.claim_batch(ClaimParams("w", limit=4, queues=["a", "b", "a"]))
+    assert [j.id for j in first] == [b[2], a[1], a[3], b[0]]
+    rest = await driver.claim_batch(ClaimParams("w", limit=10, queues=["b", "a"]))
+    assert [j.id for j in rest] == [a[2], a[0], b[1]]
+    assert all(j.status is JobStatus.RUNNING and j.attempt == 1 for j in first + rest)
+    assert await driver.count_claimable(["a", "b"]) == 0
+    assert await driver.count_claimable(["c"]) == 1
+
+
 async def test_concurrent_claimers_never_share_a_job(driver: Driver) -> None:
     await enqueue(driver, *[NewJob(kind="k") for _ in range(300)])
 
