@@ -58,6 +58,7 @@ def test_sources_of_running_are_the_claimable_statuses() -> None:
 SQL_FILES = sorted(Path(__file__).parents[2].glob("src/jobq/storage/*/queries.sql"))
 # Each named query that changes status: (target status, statuses its WHERE guard allows).
 GUARDED = {
+    "claim_batch_by_queue": (JobStatus.RUNNING, {"queued", "retrying"}),
     "claim_batch_any_queue": (JobStatus.RUNNING, {"queued", "retrying"}),
     "claim_ids": (JobStatus.RUNNING, {"queued", "retrying"}),
     "complete_many": (JobStatus.SUCCEEDED, {"running"}),
@@ -65,9 +66,9 @@ GUARDED = {
     "cancel_pending": (JobStatus.CANCELLED, {"queued", "waiting", "retrying"}),
     "requeue": (JobStatus.QUEUED, {"failed", "cancelled"}),
 }
-# Claims one dialect words differently (SQLite splits the claim by queue in two).
-GUARDED_IN = {
-    "postgres": {"claim_batch_by_queue": (JobStatus.RUNNING, {"queued", "retrying"})},
+# Claims only one dialect has (SQLite claims from one queue by its own statement).
+GUARDED_IN: dict[str, dict[str, tuple[JobStatus, set[str]]]] = {
+    "postgres": {},
     "sqlite": {"claim_batch_one_queue": (JobStatus.RUNNING, {"queued", "retrying"})},
 }
 GUARDED_QUERIES = [

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import heapq
 import logging
 import sqlite3
 import time
@@ -693,32 +692,10 @@ class SqliteDriver:
             args["queue"] = params.queues[0]
             jobs = _jobs(await self._write("claim_batch_one_queue", args))
         else:
-            async with self._transaction() as conn:
-                jobs = await self._claim_across_queues(conn, params, args)
+            args["queues"] = dump_json(list(params.queues))
+            jobs = _jobs(await self._write("claim_batch_by_queue", args))
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return jobs
-
-    async def _claim_across_queues(
-        self, conn: aiosqlite.Connection, params: ClaimParams, args: dict[str, Any]
-    ) -> list[Job]:
-        """A claim over several queues, under one write lock. SQLite cannot merge the claim
-        index's per-queue runs in order (with ``queue IN (...)`` it sorts every waiting job of
-        those queues on every claim), so each queue gives its next ``limit`` jobs in index
-        order, the best ``limit`` of them all are picked here, and those are claimed by id."""
-        assert params.queues is not None
-        candidates: list[tuple[int, float, int]] = []
-        for queue in dict.fromkeys(params.queues):  # each queue once, in the given order
-            found = await self._run(
-                conn,
-                "claimable_in_queue",
-                {"queue": queue, "limit": params.limit, "now": args["now"]},
-            )
-            candidates += [(-priority, run_at, job_id) for job_id, priority, run_at in found]
-        ids = [job_id for _, _, job_id in heapq.nsmallest(params.limit, candidates)]
-        if not ids:
-            return []
-        claim = {"worker_id": params.worker_id, "now": args["now"], "ids": dump_json(ids)}
-        return _jobs(await self._run(conn, "claim_ids", claim))
 
     async def _claim_with_flow_control(
         self, conn: aiosqlite.Connection, params: ClaimParams
