@@ -17,6 +17,15 @@ from jobq.storage.base import NewJob
 from jobq.storage.sqlfiles import load_queries
 
 
+@pytest.fixture
+def pg_url(pg_url: str) -> str:
+    """The test database, with autovacuum kept off the jobs table so that the statistics
+    these tests look at are the ones they made (the CI server may run autovacuum)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE jobq_jobs SET (autovacuum_enabled = false)")
+    return pg_url
+
+
 def claim_plan(url: str) -> str:
     query = load_queries("postgres")["claim_batch_any_queue"]
     with psycopg.connect(url, autocommit=True) as conn:

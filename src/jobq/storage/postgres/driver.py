@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -66,6 +67,7 @@ STATISTICS_LOCK_KEY = 0x6A6F6274  # one ANALYZE of the jobs table at a time
 # refresh_statistics: below this many waiting jobs any plan is fast; the count stops at the cap.
 STATISTICS_MIN_WAITING = 1000
 STATISTICS_SAMPLE_CAP = 10_000
+STATISTICS_MIN_INTERVAL_S = 60.0  # between two ANALYZEs by one process
 NOTIFY_CHANNEL = "jobq"
 
 
@@ -220,7 +222,7 @@ def _insert_row(job: NewJob) -> dict[str, Any]:
         "unique_key": job.unique_key,
         "unique_states": unique_states_mask(job),
         "depends_on": list(job.depends_on) or None,
-        "timeout_s": job.timeout_s,
+        "timeout_s": None if job.timeout_s is None else float(job.timeout_s),  # as stored
         "request_id": job.request_id,
         "request_fingerprint": job.request_fingerprint,
         "status": None,  # queued, unless it waits on dependencies
@@ -249,6 +251,7 @@ class PostgresDriver:
         self._opened = False
         # Fair claiming: the last tenant each worker of this process served.
         self._tenant_cursor: dict[str, str] = {}
+        self._analyzed_at: float | None = None  # monotonic time of this process's last ANALYZE
 
     @property
     def url(self) -> str:
@@ -850,6 +853,9 @@ class PostgresDriver:
         # The harm is specific: the planner believing few jobs wait when many do. So that is
         # what is checked, directly (a capped count through the claim index against the
         # estimate), rather than through pg_stat counters that reach the views seconds late.
+        now = time.monotonic()
+        if self._analyzed_at is not None and now - self._analyzed_at < STATISTICS_MIN_INTERVAL_S:
+            return False  # an ANALYZE that did not lift the estimate is not repeated each round
         async with self._transaction() as conn:
             cur = await conn.execute(self._q["claimable_sample"], {"cap": STATISTICS_SAMPLE_CAP})
             counted = await cur.fetchone()
@@ -865,7 +871,9 @@ class PostgresDriver:
             locked = await cur.fetchone()
             if not (locked and locked[0]):
                 return False  # another process is at it
+            await conn.execute(self._q["bound_analyze"])
             await conn.execute(self._q["analyze_jobs"])
+        self._analyzed_at = now
         return True
 
     async def ping(self) -> None:

@@ -452,5 +452,10 @@ EXPLAIN (FORMAT JSON) SELECT 1 FROM jobq_jobs WHERE status IN ('queued', 'retryi
 -- name: try_statistics_lock
 SELECT pg_try_advisory_xact_lock(%(key)s)
 
+-- name: bound_analyze
+-- ANALYZE must not wait behind a VACUUM or an index build, nor run for long: it is an
+-- optimisation, and the next round tries again.
+SELECT set_config('lock_timeout', '1s', true), set_config('statement_timeout', '60s', true)
+
 -- name: analyze_jobs
-ANALYZE jobq_jobs
+ANALYZE (SKIP_LOCKED) jobq_jobs
