@@ -19,7 +19,7 @@ def settle_heap() -> None:
     moved out of the collector's sight (``gc.freeze``); otherwise each full collection walks
     all of it again. Measured under ``POST /jobs`` load at 64 connections: full collections
     took 0.9-1.0 s of every 10 s with pauses up to 93 ms before; about 10 ms in all after,
-    and p99 latency fell from 147-166 ms to 76-82 ms on the same machine."""
+    and p99 latency fell from 147-178 ms to 71-82 ms on the same machine (wrk, 10 s runs)."""
     gc.collect()
     gc.freeze()
     _, middle, oldest = gc.get_threshold()

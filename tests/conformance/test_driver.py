@@ -353,6 +353,17 @@ async def test_expired_idempotency_keys_are_forgotten_and_can_be_used_again(
     assert kept is not None and kept.idempotency_key is None
 
 
+async def test_a_bad_job_deep_in_a_large_batch_stores_none_of_it(driver: Driver) -> None:
+    """A large plain batch goes out in slices (COPY on PostgreSQL); a job that cannot be
+    stored, past the first slices, refuses the whole batch, and the driver stays usable."""
+    batch = [NewJob(kind="k", payload={"n": i}) for i in range(2_150)]
+    batch[1_500] = NewJob(kind="k", payload={"text": "nul\x00here"})
+    with pytest.raises(InvalidJobError):
+        await driver.enqueue_many(batch)
+    assert await driver.list_jobs(ListParams(limit=10)) == []
+    assert len(await driver.enqueue_many(batch[:1_500])) == 1_500
+
+
 async def test_a_single_plain_job_equals_what_is_stored(driver: Driver) -> None:
     """One job without keys takes each driver's shortest insert; what it returns is what
     a read gives back."""
@@ -372,7 +383,9 @@ async def test_a_single_plain_job_equals_what_is_stored(driver: Driver) -> None:
         ),
     ):
         [job] = await driver.enqueue_many([new])
-        assert job == await driver.get(job.id)
+        stored = await driver.get(job.id)
+        assert job == stored
+        assert stored is not None and type(job.timeout_s) is type(stored.timeout_s)
 
 
 async def test_a_large_plain_batch_equals_what_is_stored(driver: Driver) -> None:
@@ -398,6 +411,7 @@ async def test_a_large_plain_batch_equals_what_is_stored(driver: Driver) -> None
     returned = await driver.enqueue_many(batch)
     assert [j.payload["n"] for j in returned] == list(range(count))
     assert returned == sorted(returned, key=lambda j: j.id)
+    assert all(type(j.timeout_s) in (float, type(None)) for j in returned)
     stored: list[Job] = []
     while page := await driver.list_jobs(
         ListParams(limit=1000, before_id=stored[-1].id if stored else None)

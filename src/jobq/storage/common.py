@@ -23,7 +23,7 @@ def validate_new_job(job: NewJob) -> None:
         value = getattr(job, field_name)
         if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LENGTH:
             raise InvalidJobError(f"{field_name} must be 1 to {MAX_NAME_LENGTH} characters")
-    for field_name in ("kind", "queue", "tenant", "idempotency_key", "unique_key"):
+    for field_name in ("kind", "queue", "tenant", "idempotency_key", "unique_key", "request_id"):
         value = getattr(job, field_name)
         if isinstance(value, str) and "\x00" in value:
             raise InvalidJobError(f"{field_name} cannot contain U+0000 (NUL)")
@@ -72,9 +72,12 @@ def dump_optional_json(value: Any) -> str | None:
 
 
 def plain_batch(jobs: Sequence[NewJob]) -> bool:
-    """True when no job of the batch has an idempotency key, a unique key or parents: every
-    one becomes a new queued row, so the rows can be written without reading any back."""
-    return not any(j.idempotency_key or j.unique_key or j.depends_on for j in jobs)
+    """True when no job of the batch has an idempotency key (or its request's fingerprint),
+    a unique key or parents: every one becomes a new queued row with only the plain columns,
+    so the rows can be written without reading any back."""
+    return not any(
+        j.idempotency_key or j.request_fingerprint or j.unique_key or j.depends_on for j in jobs
+    )
 
 
 def queued_job(
@@ -95,7 +98,7 @@ def queued_job(
         created_at,
         created_at,
         job.tenant,
-        timeout_s=job.timeout_s,
+        timeout_s=None if job.timeout_s is None else float(job.timeout_s),  # as a read gives it
         request_id=job.request_id,
     )
 

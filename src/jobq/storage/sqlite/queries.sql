@@ -2,8 +2,9 @@
 -- matching jobq.model.TRANSITIONS; writes about a running job are also guarded by its attempt.
 --
 -- :now is always passed in by the driver (unix epoch seconds from Python): one clock for every
--- process on the host, and one value for every row a statement touches. Batches arrive as one
--- JSON array parameter read with json_each, so a batch is one statement whatever its size.
+-- process on the host, and one value for every row a statement touches. Batches with keys or
+-- parents arrive as one JSON array parameter read with json_each, so such a batch is one
+-- statement whatever its size; plain batches go by executemany (insert_plain_job).
 -- json_extract (not ->>) keeps SQLite 3.35, the first with RETURNING, enough.
 
 -- name: insert_jobs
