@@ -103,7 +103,8 @@ _TIME_COLUMNS = frozenset(
 )
 _JSON_COLUMNS = frozenset({"payload", "progress", "result", "depends_on"})
 
-Params = Mapping[str, Any]
+# Named parameters, or positional ones (a tuple) for statements written with ?N.
+Params = Mapping[str, Any] | tuple[Any, ...]
 
 
 def database_path(url: str) -> Path:
@@ -529,57 +530,37 @@ class SqliteDriver:
         threads trade the GIL on every row.)"""
         now = time.time()
         created_at = _datetime(now)
-        run_ats = [now if job.run_at is None else _epoch(job.run_at) for job in jobs]
+        # The columns after the id, in insert_plain_job's (and insert_one_plain_job's) order.
+        values = [
+            (
+                job.queue,
+                job.kind,
+                encoded,
+                job.priority,
+                now if job.run_at is None else _epoch(job.run_at),
+                job.max_attempts,
+                job.tenant,
+                job.timeout_s,
+                job.request_id,
+                now,
+            )
+            for job, encoded in zip(jobs, payloads, strict=True)
+        ]
         if len(jobs) == 1 and not (self._settings.tenant_max_queued and jobs[0].tenant):
             # One statement, its own transaction: one trip to aiosqlite's thread, not four.
-            job = jobs[0]
-            args = {
-                "queue": job.queue,
-                "kind": job.kind,
-                "payload": payloads[0],
-                "priority": job.priority,
-                "run_at": run_ats[0],
-                "max_attempts": job.max_attempts,
-                "tenant": job.tenant,
-                "timeout_s": job.timeout_s,
-                "request_id": job.request_id,
-                "now": now,
-            }
-            [(job_id,)] = await self._write("insert_one_plain_job", args)
-            payload = orjson.loads(payloads[0])
-            return [queued_job(job_id, job, payload, _datetime(run_ats[0]), created_at)]
-        async with self._transaction() as conn:
-            await self._check_tenant_quota(conn, jobs)
-            [(last_id,)] = await self._run(conn, "last_job_id", {})
-            rows = [
-                (
-                    job_id,
-                    job.queue,
-                    job.kind,
-                    encoded,
-                    job.priority,
-                    run_at,
-                    job.max_attempts,
-                    job.tenant,
-                    job.timeout_s,
-                    job.request_id,
-                    now,
-                )
-                for job_id, job, encoded, run_at in zip(
-                    range(last_id + 1, last_id + 1 + len(jobs)),
-                    jobs,
-                    payloads,
-                    run_ats,
-                    strict=True,
-                )
-            ]
-            with self._translate():
-                await conn.executemany(self._q["insert_plain_job"], rows)
-        created = [
-            queued_job(row[0], job, orjson.loads(row[3]), _datetime(row[5]), created_at)
-            for row, job in zip(rows, jobs, strict=True)
+            [(first_id,)] = await self._write("insert_one_plain_job", values[0])
+        else:
+            async with self._transaction() as conn:
+                await self._check_tenant_quota(conn, jobs)
+                [(last_id,)] = await self._run(conn, "last_job_id", {})
+                first_id = last_id + 1
+                rows = [(first_id + i, *row) for i, row in enumerate(values)]
+                with self._translate():
+                    await conn.executemany(self._q["insert_plain_job"], rows)
+        return [
+            queued_job(first_id + i, job, orjson.loads(row[2]), _datetime(row[4]), created_at)
+            for i, (job, row) in enumerate(zip(jobs, values, strict=True))
         ]
-        return created
 
     async def _insert_with_keys(self, jobs: Sequence[NewJob], payloads: list[str]) -> list[Job]:
         rows = [

@@ -44,11 +44,11 @@ INSERT INTO jobq_jobs (id, queue, kind, payload, priority, run_at, max_attempts,
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
 
 -- name: insert_one_plain_job
--- insert_plain_job for a batch of one, in a statement that is its own transaction.
+-- insert_plain_job for a batch of one, in a statement that is its own transaction: the same
+-- parameters but the id, which SQLite assigns.
 INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
                        timeout_s, request_id, created_at, updated_at)
-VALUES (:queue, :kind, :payload, :priority, :run_at, :max_attempts, :tenant, :timeout_s,
-        :request_id, :now, :now)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
 RETURNING id
 
 -- name: jobs_by_idempotency_keys
