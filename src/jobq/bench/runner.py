@@ -128,11 +128,10 @@ async def run_cases(
 
     if "enqueue" in cases:
         one_by_one = min(n, 5000)
-        for chunk, make in (
-            (None, lambda u: enqueue_one_by_one(u, one_by_one, server)),
-            (BULK_CHUNK, lambda u: enqueue_bulk(u, n, server, BULK_CHUNK)),
+        for count, chunk, make in (
+            (one_by_one, None, lambda u: enqueue_one_by_one(u, one_by_one, server)),
+            (n, BULK_CHUNK, lambda u: enqueue_bulk(u, n, server, BULK_CHUNK)),
         ):
-            count = one_by_one if chunk is None else n
             result = await case(make)
             result.reference_per_second = await reference_insert(count, chunk)
             # The same plain inserts into jobq's own table: what its schema costs.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -15,6 +16,11 @@ from ..model import Job, JobStatus
 from .base import MAX_PRIORITY, MIN_PRIORITY, ClaimLimits, NewJob, NotificationHandler
 
 MAX_NAME_LENGTH = 128
+
+# For turning result rows into Jobs: Job's fields in constructor order, and each status by
+# the text the database stores.
+JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+STATUS_BY_VALUE = {s.value: s for s in JobStatus}
 
 
 def validate_new_job(job: NewJob) -> None:

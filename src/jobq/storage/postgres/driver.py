@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -42,6 +41,8 @@ from ..base import (
     unique_states_mask,
 )
 from ..common import (
+    JOB_FIELDS,
+    STATUS_BY_VALUE,
     LocalBus,
     LocalListener,
     dump_json,
@@ -71,7 +72,6 @@ STATISTICS_MIN_INTERVAL_S = 60.0  # between two ANALYZEs by one process
 NOTIFY_CHANNEL = "jobq"
 
 
-JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 _STATUS_INDEX = JOB_FIELDS.index("status")
 
 
@@ -80,11 +80,10 @@ def _job_row(cursor: AsyncCursor[Any]) -> RowMaker[Job]:
     Job's fields are worked out once per result, not once per row (thousands a second)."""
     names = [c.name for c in cursor.description or ()]
     positions = [names.index(name) for name in JOB_FIELDS]
-    statuses = {s.value: s for s in JobStatus}
 
     def make(values: Sequence[Any]) -> Job:
         args = [values[i] for i in positions]
-        args[_STATUS_INDEX] = statuses[args[_STATUS_INDEX]]
+        args[_STATUS_INDEX] = STATUS_BY_VALUE[args[_STATUS_INDEX]]
         return Job(*args)
 
     return make

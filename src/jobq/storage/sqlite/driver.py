@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import sqlite3
@@ -54,6 +53,8 @@ from ..base import (
     unique_states_mask,
 )
 from ..common import (
+    JOB_FIELDS,
+    STATUS_BY_VALUE,
     LocalBus,
     LocalListener,
     dump_json,
@@ -140,16 +141,12 @@ def _datetime(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
-_STATUSES = {s.value: s for s in JobStatus}
-
-
 def _loads(value: str) -> Any:
     return orjson.loads(value)
 
 
 def _status(value: str) -> JobStatus:
-    return _STATUSES[value]
+    return STATUS_BY_VALUE[value]
 
 
 @functools.lru_cache(maxsize=16)
@@ -158,7 +155,7 @@ def _row_converter(columns: tuple[str, ...]) -> Callable[[Sequence[Any]], Job]:
     rather than once per row: the worker converts thousands of rows a second. Columns that
     are not Job fields (unique_states, has_dependents) are left out."""
     plan: list[tuple[int, Callable[[Any], Any] | None]] = []
-    for name in _JOB_FIELDS:
+    for name in JOB_FIELDS:
         if name in _TIME_COLUMNS:
             convert: Callable[[Any], Any] | None = _datetime
         elif name in _JSON_COLUMNS:
