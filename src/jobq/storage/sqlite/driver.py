@@ -59,6 +59,7 @@ from ..common import (
     LocalListener,
     dump_json,
     dump_optional_json,
+    job_from_values,
     match_inserted,
     pick_within_limits,
     plain_batch,
@@ -175,7 +176,7 @@ def _row_converter(columns: tuple[str, ...]) -> Callable[[Sequence[Any]], Job]:
             if convert is not None and value is not None:
                 value = convert(value)
             args.append(value)
-        return Job(*args)
+        return job_from_values(args)
 
     return make
 
