@@ -101,6 +101,8 @@ class Task(Generic[P, R]):
         self.rate_limit = rate_limit
         self._signature = inspect.signature(func)
         self._is_async = inspect.iscoroutinefunction(func)
+        # Typed once here: a cast written in invoke() built a typing alias on every job.
+        self._call: Callable[..., Any] = func
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
@@ -188,7 +190,7 @@ class Task(Generic[P, R]):
     async def invoke(self, ctx: JobContext, payload: dict[str, Any]) -> R:
         """Run the function for one job: coroutines on the loop, plain functions in a thread
         (with the caller's context variables, so logging context follows)."""
-        func = cast(Callable[..., Any], self.func)
+        func = self._call
         if self._is_async:
             return cast(R, await func(ctx, **payload))
         call = functools.partial(contextvars.copy_context().run, func, ctx, **payload)
