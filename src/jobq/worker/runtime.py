@@ -70,6 +70,7 @@ class Worker:
         # Read once: tasks are registered before workers start. None keeps the plain claim.
         self._limits = jobq.claim_limits() or None
         self.concurrency = concurrency
+        self._claim_size = (concurrency + 1) // 2
         self.burst = burst
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
@@ -212,11 +213,15 @@ class Worker:
                 await self._wait_any(self._slot_freed, self._stopping)
                 continue
             self._wake.clear()
+            # At most half the slots per claim, so that the next claim is already on its way
+            # to the database while the jobs of this one start and run: the database's work
+            # and this process's overlap instead of taking turns.
+            wanted = min(free, self._claim_size)
             try:
                 jobs = await self.driver.claim_batch(
                     ClaimParams(
                         self.id,
-                        free,
+                        wanted,
                         self.queues,
                         limits=self._limits,
                         fair_tenants=self.settings.tenant_fairness,
@@ -228,9 +233,10 @@ class Worker:
                 self.log.warning("claim failed; backing off", error=str(exc), delay=backoff)
                 await self._wait_any(self._stopping, timeout=backoff)
                 continue
+            self._meters.claimed(jobs)
             for job in jobs:
                 self._start(job)
-            if len(jobs) == free:
+            if len(jobs) == wanted:
                 continue  # there may be more: claim again as soon as a slot frees
             if self.burst and await self._drained():
                 return
@@ -271,7 +277,6 @@ class Worker:
     # ------------------------------------------------------------------ running one job
     def _start(self, job: Job) -> None:
         ctx = JobContext(job, self.id, self.driver)
-        self._meters.claimed(job)
         task = asyncio.create_task(self._execute(ctx), name=f"jobq-job-{job.id}")
         self._running[job.id] = (ctx, task)
 
@@ -498,15 +503,22 @@ class WorkerMeters:
         self._duration: dict[str, Any] = {}
         self._finished: dict[tuple[str, str], Any] = {}
 
-    def claimed(self, job: Job) -> None:
-        queue = job.queue
-        counter = self._claimed.get(queue)
-        if counter is None:
-            counter = self._claimed[queue] = self._metrics.jobs_claimed.labels(queue)
-            self._wait[queue] = self._metrics.job_wait.labels(queue)
-        counter.inc()
-        if job.started_at is not None:
-            self._wait[queue].observe(max(0.0, (job.started_at - job.run_at).total_seconds()))
+    def claimed(self, jobs: Sequence[Job]) -> None:
+        """A claimed batch: one counter step per queue, one wait observation per job."""
+        by_queue: dict[str, int] = {}
+        for job in jobs:
+            queue = job.queue
+            by_queue[queue] = by_queue.get(queue, 0) + 1
+            wait = self._wait.get(queue)
+            if wait is None:
+                wait = self._wait[queue] = self._metrics.job_wait.labels(queue)
+            if job.started_at is not None:
+                wait.observe(max(0.0, (job.started_at - job.run_at).total_seconds()))
+        for queue, count in by_queue.items():
+            counter = self._claimed.get(queue)
+            if counter is None:
+                counter = self._claimed[queue] = self._metrics.jobs_claimed.labels(queue)
+            counter.inc(count)
 
     def finished(self, job: Job, outcome: str, seconds: float) -> None:
         key = (job.kind, outcome)
