@@ -41,13 +41,12 @@ from ..base import (
     unique_states_mask,
 )
 from ..common import (
-    JOB_FIELDS,
     STATUS_BY_VALUE,
     LocalBus,
     LocalListener,
     dump_json,
     dump_optional_json,
-    job_from_values,
+    job_row_builder,
     match_inserted,
     pick_within_limits,
     plain_batch,
@@ -80,21 +79,14 @@ NOTIFY_CHANNEL = "jobq"
 BATCH_PREPARE = False
 
 
-_STATUS_INDEX = JOB_FIELDS.index("status")
+# The status column's text becomes the JobStatus member.
+_PG_CONVERTERS = (("status", STATUS_BY_VALUE.__getitem__),)
 
 
 def _job_row(cursor: AsyncCursor[Any]) -> RowMaker[Job]:
-    """Row factory building Job objects straight from result tuples: the column positions of
-    Job's fields are worked out once per result, not once per row (thousands a second)."""
-    names = [c.name for c in cursor.description or ()]
-    positions = [names.index(name) for name in JOB_FIELDS]
-
-    def make(values: Sequence[Any]) -> Job:
-        args = [values[i] for i in positions]
-        args[_STATUS_INDEX] = STATUS_BY_VALUE[args[_STATUS_INDEX]]
-        return job_from_values(args)
-
-    return make
+    """Row factory building Job objects straight from result tuples, with a builder made
+    once per column list (see job_row_builder), not per result or row."""
+    return job_row_builder(tuple(c.name for c in cursor.description or ()), _PG_CONVERTERS)
 
 
 def _dumps(obj: Any) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import sqlite3
 import time
@@ -53,13 +52,12 @@ from ..base import (
     unique_states_mask,
 )
 from ..common import (
-    JOB_FIELDS,
     STATUS_BY_VALUE,
     LocalBus,
     LocalListener,
     dump_json,
     dump_optional_json,
-    job_from_values,
+    job_row_builder,
     match_inserted,
     pick_within_limits,
     plain_batch,
@@ -150,35 +148,19 @@ def _status(value: str) -> JobStatus:
     return STATUS_BY_VALUE[value]
 
 
-@functools.lru_cache(maxsize=16)
+# How SQLite's stored values become Job fields (NULLs stay None).
+_SQLITE_CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    *((name, _datetime) for name in sorted(_TIME_COLUMNS)),
+    *((name, _loads) for name in sorted(_JSON_COLUMNS)),
+    ("status", _status),
+    ("cancel_requested", bool),
+)
+
+
 def _row_converter(columns: tuple[str, ...]) -> Callable[[Sequence[Any]], Job]:
-    """How to turn a row with these columns into a Job, worked out once per column list
-    rather than once per row: the worker converts thousands of rows a second. Columns that
-    are not Job fields (unique_states, has_dependents) are left out."""
-    plan: list[tuple[int, Callable[[Any], Any] | None]] = []
-    for name in JOB_FIELDS:
-        if name in _TIME_COLUMNS:
-            convert: Callable[[Any], Any] | None = _datetime
-        elif name in _JSON_COLUMNS:
-            convert = _loads
-        elif name == "status":
-            convert = _status
-        elif name == "cancel_requested":
-            convert = bool
-        else:
-            convert = None
-        plan.append((columns.index(name), convert))
-
-    def make(row: Sequence[Any]) -> Job:
-        args = []
-        for position, convert in plan:
-            value = row[position]
-            if convert is not None and value is not None:
-                value = convert(value)
-            args.append(value)
-        return job_from_values(args)
-
-    return make
+    """How to turn a row with these columns into a Job, made once per column list (see
+    job_row_builder): the worker converts thousands of rows a second."""
+    return job_row_builder(columns, _SQLITE_CONVERTERS)
 
 
 def _jobs(rows: Sequence[sqlite3.Row]) -> list[Job]:
