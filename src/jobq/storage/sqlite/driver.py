@@ -538,7 +538,13 @@ class SqliteDriver:
                 with self._translate():
                     await conn.executemany(self._q["insert_plain_job"], rows)
         return [
-            queued_job(first_id + i, job, orjson.loads(row[2]), _datetime(row[4]), created_at)
+            queued_job(
+                first_id + i,
+                job,
+                orjson.loads(row[2]),
+                created_at if job.run_at is None else _datetime(row[4]),  # as a read gives it
+                created_at,
+            )
             for i, (job, row) in enumerate(zip(jobs, values, strict=True))
         ]
 
