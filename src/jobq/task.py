@@ -187,14 +187,15 @@ class Task(Generic[P, R]):
         options = replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
         return ConfiguredTask(self, options)
 
-    async def invoke(self, ctx: JobContext, payload: dict[str, Any]) -> R:
-        """Run the function for one job: coroutines on the loop, plain functions in a thread
-        (with the caller's context variables, so logging context follows)."""
+    def invoke(self, ctx: JobContext, payload: dict[str, Any]) -> Awaitable[R]:
+        """Start the function for one job: a coroutine function's own coroutine (no wrapper
+        around it, a worker starts thousands a second), a plain function in a thread (with
+        the caller's context variables, so logging context follows)."""
         func = self._call
         if self._is_async:
-            return cast(R, await func(ctx, **payload))
+            return cast("Awaitable[R]", func(ctx, **payload))
         call = functools.partial(contextvars.copy_context().run, func, ctx, **payload)
-        return cast(R, await asyncio.get_running_loop().run_in_executor(None, call))
+        return cast("Awaitable[R]", asyncio.get_running_loop().run_in_executor(None, call))
 
 
 class ConfiguredTask(Generic[P, R]):
