@@ -781,6 +781,7 @@ class PostgresDriver:
                 "before_id": params.before_id,
                 "limit": params.limit,
             },
+            prepare=False,
         )
 
     async def job_errors(self, job_id: int) -> list[JobError]:
@@ -856,7 +857,7 @@ class PostgresDriver:
 
     async def purge_finished(self, status: JobStatus, older_than_s: float, batch: int) -> int:
         args = {"status": str(status), "older_than_s": older_than_s, "batch": batch}
-        return len(await self._fetch_ids("purge_finished", args))
+        return len(await self._fetch_ids("purge_finished", args, prepare=False))
 
     async def refresh_statistics(self) -> bool:
         # The harm is specific: the planner believing few jobs wait when many do. So that is

@@ -351,6 +351,8 @@ FROM jobq_workers ORDER BY started_at, id
 SELECT * FROM jobq_jobs WHERE id = %(id)s
 
 -- name: list_jobs
+-- Sent unprepared: planned for the statuses asked, a rare status is read through its partial
+-- index, queued or running jobs through the claim or running index, the rest by id.
 SELECT * FROM jobq_jobs
 WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
   AND (%(kind)s::text IS NULL OR kind = %(kind)s)
@@ -424,12 +426,15 @@ RETURNING holder
 DELETE FROM jobq_leader WHERE name = %(name)s AND holder = %(holder)s
 
 -- name: purge_finished
--- Small batches in id order (the status index), so retention never holds long locks.
+-- Small batches, oldest first, so retention never holds long locks. Succeeded jobs are found
+-- through their finish-time index, failed and cancelled ones through the rare-status index:
+-- either way a purge reads what it deletes, not every finished job. (Sent unprepared, so the
+-- plan is made for the status given and can use the partial index that matches it.)
 DELETE FROM jobq_jobs WHERE id IN (
     SELECT id FROM jobq_jobs
     WHERE status = %(status)s
       AND finished_at < now() - make_interval(secs => %(older_than_s)s)
-    ORDER BY status, id
+    ORDER BY finished_at
     LIMIT %(batch)s
 )
 RETURNING id
