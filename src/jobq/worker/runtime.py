@@ -2,9 +2,10 @@
 
 Moving parts, each on its own task so they overlap (and, on PostgreSQL, on their own pooled
 connections):
-- the claim loop asks for exactly as many jobs as there are free slots, so a claimed job
-  never waits for a slot while its lease runs; it sleeps on a wake-up (LISTEN/NOTIFY or the
-  in-process bus) with a polling fallback;
+- the claim loop never asks for more jobs than there are free slots, so a claimed job
+  never waits for a slot while its lease runs, and for at most half of all slots at a time,
+  so one claim is at the database while the last one's jobs run; it sleeps on a wake-up
+  (LISTEN/NOTIFY or the in-process bus) with a polling fallback;
 - one asyncio task per running job, bounded by ``concurrency``;
 - the completer (``completer.py``) batches outcomes into one statement per flush;
 - the heartbeat loop keeps this worker's registration alive, polls for cancel requests, and
@@ -278,7 +279,7 @@ class Worker:
     def _start(self, job: Job) -> None:
         ctx = JobContext(job, self.id, self.driver)
         # The loop's own create_task, unnamed: asyncio.create_task's wrapper and a name per
-        # task cost about 4 µs a job (measured), as much as the rest of starting it.
+        # task cost about 4 µs a job more (measured with 1,000 tasks of a no-op).
         task = asyncio.get_running_loop().create_task(self._execute(ctx))
         self._running[job.id] = (ctx, task)
 

@@ -70,13 +70,15 @@ STATISTICS_MIN_WAITING = 1000
 STATISTICS_SAMPLE_CAP = 10_000
 STATISTICS_MIN_INTERVAL_S = 60.0  # between two ANALYZEs by one process
 NOTIFY_CHANNEL = "jobq"
-# Completions and failures, a batch each, are never prepared, so the server plans each with
-# its actual arrays. Prepared, it may switch to a generic plan made without them and with
-# statistics of a moment when no job was running: completing 1,000 jobs then rescanned the
-# array for every running row (20,000 jobs: 7.2 s against 0.4 s, measured). Claims stay
-# prepared: their plan has no join to go wrong, and planning anew would add to the latency
-# of every claim.
-BATCH_PREPARE = False
+# A few statements are sent unprepared (prepare=False), so that the server plans each with
+# its actual parameters instead of switching to a generic plan after a few runs:
+#  - completions and failures: a generic plan, made without their arrays and with statistics
+#    of a moment when no job was running, rescanned the array for every running row
+#    (completing 20,000 jobs: 7.2 s against 0.4 s, measured);
+#  - listing and retention: only a plan made for the statuses given can use the partial
+#    index that holds them.
+# Claims stay prepared: their plan has no join to go wrong, and planning anew would add to
+# the latency of every claim.
 
 
 # The status column's text becomes the JobStatus member.
@@ -653,7 +655,7 @@ class PostgresDriver:
                 "attempts": [c.attempt for c in completions],
                 "results": [dump_optional_json(c.result) for c in completions],
             },
-            prepare=BATCH_PREPARE,
+            prepare=False,
         )
 
     @contextlib.asynccontextmanager
@@ -696,7 +698,7 @@ class PostgresDriver:
                 "tracebacks": [f.traceback for f in failures],
                 "retry_in_s": [f.retry_in_s for f in failures],
             },
-            prepare=BATCH_PREPARE,
+            prepare=False,
         )
 
     async def finish_cancelled(self, job_id: int, attempt: int, reason: str) -> bool:
