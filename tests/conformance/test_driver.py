@@ -255,6 +255,42 @@ async def test_list_filters_and_keyset_pagination(driver: Driver) -> None:
     assert len(await driver.list_jobs(ListParams(created_before=future))) == 10
 
 
+async def test_listing_by_each_status_finds_exactly_its_jobs(driver: Driver) -> None:
+    # Each status is read through a different index on PostgreSQL (claim, running, rare
+    # statuses, primary key): every one must list all of its jobs and only those, newest
+    # first, alone, together and page by page.
+    ids = await enqueue(driver, *[NewJob(kind="k", max_attempts=2) for _ in range(9)])
+    claimed = await driver.claim_batch(ClaimParams("w", limit=6))
+    assert sorted(j.id for j in claimed) == ids[:6]
+    await driver.complete_many([Completion(j.id, j.attempt) for j in claimed[:2]])
+    await driver.fail_many([Failure(ids[2], 1, "gave up", None, None)])
+    await driver.fail_many([Failure(ids[3], 1, "again later", None, 3600)])
+    assert (await driver.cancel(ids[6])).outcome is CancelOutcome.CANCELLED
+    (waiting,) = await driver.enqueue_many([NewJob(kind="k", depends_on=(ids[7],))])
+    expected = {
+        JobStatus.SUCCEEDED: [ids[1], ids[0]],
+        JobStatus.FAILED: [ids[2]],
+        JobStatus.RETRYING: [ids[3]],
+        JobStatus.RUNNING: [ids[5], ids[4]],
+        JobStatus.CANCELLED: [ids[6]],
+        JobStatus.QUEUED: [ids[8], ids[7]],
+        JobStatus.WAITING: [waiting.id],
+    }
+    for status, wanted in expected.items():
+        listed = await driver.list_jobs(ListParams(statuses=[status]))
+        assert [j.id for j in listed] == wanted, status
+        assert {j.status for j in listed} == {status}
+    dead = await driver.list_jobs(ListParams(statuses=[JobStatus.FAILED, JobStatus.CANCELLED]))
+    assert [j.id for j in dead] == [ids[6], ids[2]]
+    first = await driver.list_jobs(ListParams(statuses=[JobStatus.SUCCEEDED], limit=1))
+    rest = await driver.list_jobs(
+        ListParams(statuses=[JobStatus.SUCCEEDED], limit=1, before_id=first[0].id)
+    )
+    assert [j.id for j in [*first, *rest]] == expected[JobStatus.SUCCEEDED]
+    assert await driver.purge_finished(JobStatus.CANCELLED, 0, 10) == 1
+    assert await driver.list_jobs(ListParams(statuses=[JobStatus.CANCELLED])) == []
+
+
 async def test_stats_count_by_queue_and_status(driver: Driver) -> None:
     await enqueue(driver, NewJob(kind="k", queue="a"), NewJob(kind="k", queue="a"))
     await enqueue(driver, NewJob(kind="k", queue="b"))
