@@ -57,6 +57,30 @@ async def test_burst_worker_drains_everything_then_exits(jq: JobQueue) -> None:
     assert await jq.workers() == []  # unregistered on exit
 
 
+async def test_claims_ask_for_at_most_half_the_slots_and_never_more_than_are_free(
+    jq: JobQueue,
+) -> None:
+    @jq.task
+    async def step(ctx: JobContext) -> None:
+        await asyncio.sleep(0)
+
+    await jq.enqueue_many([step.job() for _ in range(60)])
+    worker = jq.worker(concurrency=8, burst=True)
+    asked: list[tuple[int, int]] = []  # (jobs asked for, jobs running at that moment)
+    claim = worker.driver.claim_batch
+
+    async def recording_claim(params: Any) -> Any:
+        asked.append((params.limit, len(worker.running_job_ids)))
+        return await claim(params)
+
+    worker.driver.claim_batch = recording_claim  # type: ignore[method-assign]
+    await asyncio.wait_for(worker.run(), 60)
+    assert worker.processed == 60
+    assert asked and all(1 <= limit <= 4 for limit, _ in asked)
+    assert all(limit + running <= 8 for limit, running in asked)
+    assert any(limit == 4 for limit, _ in asked)
+
+
 async def test_sync_tasks_run_in_threads(jq: JobQueue) -> None:
     @jq.task
     def blocking(ctx: JobContext, x: int) -> int:
