@@ -80,7 +80,7 @@ class LoopHistogram(Collector):
     """A labelled histogram for observations made on one event loop, once per job.
 
     prometheus_client's Histogram takes a lock and walks its buckets for each observation
-    (1.8 µs, measured); here an observation is a bisect and two additions (0.3 µs), with no
+    (1.3-1.8 µs, measured); here an observation is a bisect and two additions (0.2-0.3 µs), no
     lock: all observations come from the loop's thread, and a scrape from another thread
     copies the counts, so it can at worst miss the observation in progress. Exposed as a
     regular histogram (``_bucket``, ``_count``, ``_sum``)."""
