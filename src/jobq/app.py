@@ -309,7 +309,10 @@ class JobQueue:
             payload=payload if payload is not None else {},
             queue=queue or defaults.queue,
             priority=defaults.priority if priority is None else priority,
-            run_at=DeferOptions(run_at=run_at, delay_s=delay).resolve_run_at(),
+            # Resolved only when given: building the options per job showed in bulk profiles.
+            run_at=None
+            if run_at is None and delay is None
+            else DeferOptions(run_at=run_at, delay_s=delay).resolve_run_at(),
             max_attempts=max_attempts
             or (task.retry.max_attempts if task else self.settings.max_attempts),
             tenant=tenant,
