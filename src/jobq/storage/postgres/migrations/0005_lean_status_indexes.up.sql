@@ -6,7 +6,8 @@
 --  - listing queued or running jobs: the claim and running-by-worker indexes hold them;
 --    listing succeeded ones (most of the table) reads the primary key backwards;
 --  - retention: succeeded jobs by finish time, so each purge reads only what it deletes
---    (through the status index it walked every succeeded job on each maintenance round).
+--    (before, the planner read the whole table for it on each maintenance round: 104-108 ms
+--    at 200,000 succeeded jobs with none due).
 DROP INDEX jobq_jobs_status_id;
 CREATE INDEX jobq_jobs_rare_status ON jobq_jobs (status, id)
     WHERE status IN ('waiting', 'retrying', 'failed', 'cancelled');
