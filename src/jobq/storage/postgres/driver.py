@@ -391,8 +391,11 @@ class PostgresDriver:
         await self._check_tenant_quota(conn, jobs)
         # The statements NOTIFY too; the notification goes out when their transaction commits
         # (the caller's own, with connection=), so no worker wakes before it can see the rows.
-        if len(jobs) >= COPY_MIN_JOBS and plain_batch(jobs):
-            return await self._copy_insert(conn, jobs), []
+        if plain_batch(jobs):
+            if len(jobs) == 1:
+                return [await self._insert_plain_job(conn, jobs[0])], []
+            if len(jobs) >= COPY_MIN_JOBS:
+                return await self._copy_insert(conn, jobs), []
         rows = [_insert_row(j) for j in jobs]
         orphaned = await self._prepare_dependents(conn, jobs, rows)
         inserted, existing = await self._insert_pass(conn, jobs, rows, orphaned)
@@ -451,6 +454,21 @@ class PostgresDriver:
                 await cur.execute(self._q["jobs_by_unique_keys"], {"keys": uniques})
                 existing += await cur.fetchall()
         return inserted, existing
+
+    async def _insert_plain_job(self, conn: AsyncConnection[Any], job: NewJob) -> Job:
+        encoded = dump_json(job.payload)
+        refuse_nul(encoded, job.payload)
+        timeout_s = None if job.timeout_s is None else float(job.timeout_s)
+        cur = await conn.execute(
+            self._q["insert_plain_job"],
+            (job.queue, job.kind, encoded, job.priority, job.run_at, job.max_attempts,
+             job.tenant, timeout_s, job.request_id),
+        )  # fmt: skip
+        row = await cur.fetchone()
+        assert row is not None  # an INSERT without ON CONFLICT makes its row or raises
+        job_id, run_at, created_at, _ = row
+        # The payload as stored (decoded again), like the other insert paths return it.
+        return queued_job(job_id, job, orjson.loads(encoded), run_at, created_at)
 
     async def _copy_insert(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[Job]:
         """Many plain jobs (no keys, no dependencies) by COPY: about twice the rows per second

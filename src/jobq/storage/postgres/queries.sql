@@ -65,6 +65,17 @@ SELECT inserted.id, inserted.run_at, inserted.created_at, inserted.idempotency_k
        END AS notified
 FROM inserted
 
+-- name: insert_plain_job
+-- One job without keys or parents, the common call of a producer enqueueing one at a time:
+-- only the columns such a job sets, no conflict to arbitrate, and the row's wake-up.
+WITH inserted AS (
+    INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
+                           timeout_s, request_id)
+    VALUES (%s, %s, %s::jsonb, %s, COALESCE(%s::timestamptz, now()), %s, %s, %s, %s)
+    RETURNING id, run_at, created_at, queue
+)
+SELECT id, run_at, created_at, pg_notify('jobq', 'new:' || queue) FROM inserted
+
 -- name: jobs_by_idempotency_keys
 SELECT * FROM jobq_jobs WHERE idempotency_key = ANY(%(keys)s::text[])
 
