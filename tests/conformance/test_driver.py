@@ -138,6 +138,37 @@ async def test_completion_stores_result_and_is_guarded_by_attempt(driver: Driver
     assert await driver.complete_many([Completion(a, 1, None)]) == []  # not twice
 
 
+async def test_completions_store_every_result_exactly(driver: Driver) -> None:
+    """One batch of completions whose results hold what array and JSON syntax treat
+    specially (quotes, backslashes, braces, commas, the word NULL), beside jobs without one."""
+    results: list[object] = [
+        None,
+        {"quote": 'say "hi"', "slash": "a\\b", "both": '\\"', "braces": "{a,b}"},
+        "NULL",
+        "",
+        ["x", None, 1.5, {"nested": "}{,"}],
+        None,
+        "ünïcødé ✓ tab\there\nnew line",
+        0,
+        False,
+    ]
+    ids = await enqueue(driver, *(NewJob(kind="r") for _ in results))
+    await driver.claim_batch(ClaimParams("w", limit=len(ids)))
+    done = await driver.complete_many(
+        [Completion(job_id, 1, result) for job_id, result in zip(ids, results, strict=True)]
+    )
+    assert sorted(done) == sorted(ids)
+    for job_id, result in zip(ids, results, strict=True):
+        stored = await driver.get(job_id)
+        assert stored is not None and stored.status is JobStatus.SUCCEEDED
+        assert stored.result == result
+    # A batch where no job returned anything stores no result at all.
+    more = await enqueue(driver, NewJob(kind="r"), NewJob(kind="r"))
+    await driver.claim_batch(ClaimParams("w", limit=2))
+    assert sorted(await driver.complete_many([Completion(i, 1, None) for i in more])) == more
+    assert [(await driver.get(i)).result for i in more] == [None, None]  # type: ignore[union-attr]
+
+
 async def test_failure_schedules_a_retry_and_records_the_error(driver: Driver) -> None:
     (job_id,) = await enqueue(driver, NewJob(kind="k", max_attempts=3))
     await driver.claim_batch(ClaimParams("w", limit=1))

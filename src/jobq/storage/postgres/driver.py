@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +104,30 @@ async def _configure_connection(conn: AsyncConnection[Any]) -> None:
     # datetime.timezone.utc, which it converts to three times faster than a ZoneInfo such as
     # Debian's default 'Etc/UTC' (a claim of 1,000 rows: 3.1 against 9.4 µs a row, measured).
     await conn.execute("SET TIME ZONE 'UTC'")
+
+
+def _int_array(values: Iterable[int]) -> str:
+    """An int or bigint array as PostgreSQL's text literal. Completions send hundreds of ids
+    a batch; psycopg's list dumper adapts them one element at a time in Python, which showed
+    as 8% of a draining worker's CPU (py-spy)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+_ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+def _text_array(values: Sequence[str | None]) -> str | None:
+    """A text array as a literal, elements quoted (backslash and double quote escaped), or
+    None when every element is NULL: unnest() pads a missing array with NULLs."""
+    if not any(value is not None for value in values):
+        return None
+    return (
+        "{"
+        + ",".join(
+            "NULL" if value is None else f'"{value.translate(_ARRAY_ESCAPES)}"' for value in values
+        )
+        + "}"
+    )
 
 
 def _normalise_url(url: str) -> str:
@@ -670,9 +694,9 @@ class PostgresDriver:
         return await self._fetch_ids(
             "complete_many",
             {
-                "ids": [c.job_id for c in completions],
-                "attempts": [c.attempt for c in completions],
-                "results": [dump_optional_json(c.result) for c in completions],
+                "ids": _int_array(c.job_id for c in completions),
+                "attempts": _int_array(c.attempt for c in completions),
+                "results": _text_array([dump_optional_json(c.result) for c in completions]),
             },
             prepare=False,
         )
