@@ -103,3 +103,45 @@ def test_no_sqlite_claim_sorts_the_backlog(sqlite_url: str, query_name: str) -> 
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, args)]
     assert any("jobq_jobs_claim_" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+# The batch statements that name their jobs by id must reach them through the primary key:
+# a status-partial index holds an entry for every job that has ever been in that status
+# until a VACUUM, and a bitmap scan of it (which never marks those entries dead) grew with
+# every job a worker had run (see complete_many in queries.sql).
+BY_ID_STATEMENTS = {
+    "complete_many": {"ids": "{1,2}", "attempts": "{1,1}", "results": None},
+    "fail_many": {
+        "ids": "{1,2}",
+        "attempts": "{1,1}",
+        "errors": "{a,b}",
+        "tracebacks": "{a,b}",
+        "retry_in_s": "{1,1}",
+    },
+    "claim_ids": {"ids": "{1,2}", "worker_id": "w"},
+}
+
+
+@pytest.mark.parametrize("query_name", sorted(BY_ID_STATEMENTS))
+def test_batches_by_id_never_read_a_status_index(pg_url: str, query_name: str) -> None:
+    query = load_queries("postgres")[query_name]
+    with psycopg.connect(pg_url) as conn:
+        # Many finished jobs, few running, none waiting: statistics that make the status
+        # indexes look like the cheapest way to the rows.
+        conn.execute(
+            "INSERT INTO jobq_jobs (kind, status, attempt, locked_by, finished_at)"
+            " SELECT 'noop', 'succeeded', 1, 'w', now() FROM generate_series(1, 20000)"
+        )
+        conn.execute(
+            "INSERT INTO jobq_jobs (kind, status, attempt, locked_by)"
+            " SELECT 'noop', 'running', 1, 'w' FROM generate_series(1, 50)"
+        )
+        conn.execute("ANALYZE jobq_jobs")
+        # Without nested loops, the cheapest way to the few rows a status guard selects would
+        # be that status's partial index, if the guard could use it.
+        conn.execute("SET LOCAL enable_nestloop = off")
+        rows: list[Any] = conn.execute("EXPLAIN " + query, BY_ID_STATEMENTS[query_name]).fetchall()
+        conn.rollback()
+    plan = "\n".join(row[0] for row in rows)
+    assert "jobq_jobs_running_by_worker" not in plan, plan
+    assert "jobq_jobs_claim_" not in plan and "jobq_jobs_rare_status" not in plan, plan

@@ -240,7 +240,7 @@ FOR UPDATE SKIP LOCKED
 UPDATE jobq_jobs j
 SET status = 'running', attempt = j.attempt + 1, locked_by = %(worker_id)s,
     heartbeat_at = now(), started_at = now(), updated_at = now()
-WHERE j.id = ANY(%(ids)s::bigint[]) AND j.status IN ('queued', 'retrying')
+WHERE j.id = ANY(%(ids)s::bigint[]) AND (j.status IN ('queued', 'retrying')) IS TRUE  -- see complete_many
 RETURNING j.*
 
 -- name: record_starts
@@ -252,10 +252,18 @@ USING unnest(%(kinds)s::text[], %(windows)s::float8[]) AS w(kind, window_s)
 WHERE s.kind = w.kind AND s.started_at <= now() - make_interval(secs => w.window_s)
 
 -- name: complete_many
+-- The batch statements that name their rows by id (this one, fail_many, claim_ids) reach
+-- them through the primary key only: their status guard is written "(…) IS TRUE", which the
+-- planner cannot match with a status-partial index's predicate. Written plainly, it let the
+-- planner read the whole running index instead when its statistics said few jobs were
+-- running: a bitmap scan, which does not mark the dead entries it meets, so each batch
+-- revisited the entries of the jobs that had run before, until a VACUUM (draining 1,000,000
+-- jobs with autovacuum off, in 4 drains of 19: 40-190 ms a batch of 500 by auto_explain, and
+-- about 3,000 jobs/s instead of 40,000 for most of the run).
 UPDATE jobq_jobs j
 SET status = 'succeeded', result = c.result::jsonb, finished_at = now(), updated_at = now()
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(results)s::text[]) AS c(id, attempt, result)
-WHERE j.id = c.id AND j.attempt = c.attempt AND j.status = 'running'
+WHERE j.id = c.id AND j.attempt = c.attempt AND (j.status = 'running') IS TRUE
 RETURNING j.id
 
 -- name: lock_running_job
@@ -288,7 +296,7 @@ WITH f AS (
         finished_at = CASE WHEN f.retry_in_s IS NULL OR j.cancel_requested THEN now() END,
         last_error = f.error, updated_at = now()
     FROM f
-    WHERE j.id = f.id AND j.attempt = f.attempt AND j.status = 'running'
+    WHERE j.id = f.id AND j.attempt = f.attempt AND (j.status = 'running') IS TRUE  -- see complete_many
     RETURNING j.id
 )
 INSERT INTO jobq_job_errors (job_id, attempt, error, traceback)
