@@ -154,9 +154,8 @@ async def test_completions_store_every_result_exactly(driver: Driver) -> None:
     ]
     ids = await enqueue(driver, *(NewJob(kind="r") for _ in results))
     await driver.claim_batch(ClaimParams("w", limit=len(ids)))
-    done = await driver.complete_many(
-        [Completion(job_id, 1, result) for job_id, result in zip(ids, results, strict=True)]
-    )
+    batch = [Completion(job_id, 1, result) for job_id, result in zip(ids, results, strict=True)]
+    done = await driver.complete_many(batch[::-1])  # in any order: each row gets its own
     assert sorted(done) == sorted(ids)
     for job_id, result in zip(ids, results, strict=True):
         stored = await driver.get(job_id)
@@ -167,6 +166,32 @@ async def test_completions_store_every_result_exactly(driver: Driver) -> None:
     await driver.claim_batch(ClaimParams("w", limit=2))
     assert sorted(await driver.complete_many([Completion(i, 1, None) for i in more])) == more
     assert [(await driver.get(i)).result for i in more] == [None, None]  # type: ignore[union-attr]
+
+
+async def test_a_batch_of_failures_gives_each_job_its_own_outcome(driver: Driver) -> None:
+    ids = await enqueue(driver, *(NewJob(kind="f", max_attempts=3) for _ in range(4)))
+    await driver.claim_batch(ClaimParams("w", limit=4))
+    failures = [
+        Failure(ids[0], 1, "first", "tb-0", retry_in_s=None),
+        Failure(ids[1], 1, "second", "tb-1", retry_in_s=60),
+        Failure(ids[2], 2, "not its attempt", "tb-2", retry_in_s=None),
+        Failure(ids[3], 1, "fourth", None, retry_in_s=None),
+    ]
+    changed = await driver.fail_many(failures[::-1])
+    assert sorted(changed) == [ids[0], ids[1], ids[3]]
+    expected = {
+        ids[0]: (JobStatus.FAILED, "first", "tb-0"),
+        ids[1]: (JobStatus.RETRYING, "second", "tb-1"),
+        ids[3]: (JobStatus.FAILED, "fourth", None),
+    }
+    for job_id, (status, error, traceback) in expected.items():
+        job = await driver.get(job_id)
+        assert job is not None and job.status is status and job.last_error == error
+        [recorded] = await driver.job_errors(job_id)
+        assert (recorded.attempt, recorded.error, recorded.traceback) == (1, error, traceback)
+    untouched = await driver.get(ids[2])
+    assert untouched is not None and untouched.status is JobStatus.RUNNING
+    assert await driver.job_errors(ids[2]) == []
 
 
 async def test_failure_schedules_a_retry_and_records_the_error(driver: Driver) -> None:

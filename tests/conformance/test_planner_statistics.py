@@ -143,5 +143,6 @@ def test_batches_by_id_never_read_a_status_index(pg_url: str, query_name: str) -
         rows: list[Any] = conn.execute("EXPLAIN " + query, BY_ID_STATEMENTS[query_name]).fetchall()
         conn.rollback()
     plan = "\n".join(row[0] for row in rows)
+    assert "jobq_jobs_pkey" in plan, plan
     assert "jobq_jobs_running_by_worker" not in plan, plan
     assert "jobq_jobs_claim_" not in plan and "jobq_jobs_rare_status" not in plan, plan

@@ -130,6 +130,10 @@ def _text_array(values: Sequence[str | None]) -> str | None:
     )
 
 
+def _by_job_id(outcome: Completion | Failure) -> int:
+    return outcome.job_id
+
+
 def _normalise_url(url: str) -> str:
     return (
         "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
@@ -691,6 +695,7 @@ class PostgresDriver:
     async def complete_many(self, completions: Sequence[Completion]) -> list[int]:
         if not completions:
             return []
+        completions = sorted(completions, key=_by_job_id)  # the statement needs them sorted
         return await self._fetch_ids(
             "complete_many",
             {
@@ -732,6 +737,7 @@ class PostgresDriver:
     async def fail_many(self, failures: Sequence[Failure]) -> list[int]:
         if not failures:
             return []
+        failures = sorted(failures, key=_by_job_id)  # the statement needs them sorted
         return await self._fetch_ids(
             "fail_many",
             {
