@@ -260,7 +260,7 @@ WHERE s.kind = w.kind AND s.started_at <= now() - make_interval(secs => w.window
 -- running (as after the ANALYZE at the start of a drain) the planner read the whole running
 -- index through a bitmap scan, which never marks the dead entries it meets, so each batch
 -- revisited the entry of every job that had run since the last VACUUM (draining 1,000,000
--- jobs with autovacuum off, in 4 drains of 19: 40-190 ms a batch of 500 by auto_explain,
+-- jobs with autovacuum off, in 4 drains of 20: 40-190 ms a batch of 500 by auto_explain,
 -- about 3,000 jobs/s for most of the run instead of 40,000); or it looped over the arrays
 -- once per row (46 ms a batch). The status guard is written "(…) IS TRUE" so that no
 -- status-partial index's predicate matches it. EXPLAIN ANALYZE of a batch of 500 at the
