@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
-
-def spread(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    middle = format(statistics.median(values), fmt)
-    if len(values) == 1:
-        return middle
-    return f"{middle} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+# The median (min-max) format of bench/summarize.py, so both tables read alike.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from summarize import spread
 
 
 def jobq_figures(path: str) -> dict[str, dict[str, float]]:

@@ -418,6 +418,24 @@ async def case_enqueue_many(cfg: Config) -> Result:
     )
 
 
+def throughput(
+    cfg: Config, case: str, workers: int, seconds: float, cpu: float, *, timing: str, jobq_case: str
+) -> Result:
+    """The result of a case where worker processes ran cfg.n jobs in ``seconds``."""
+    return Result(
+        case=case,
+        managers_per_worker=cfg.managers,
+        batch_size=cfg.batch_size,
+        workers=workers,
+        jobs=cfg.n,
+        seconds=seconds,
+        jobs_per_s=cfg.n / seconds,
+        worker_cpu_s=cpu,
+        timing=timing,
+        jobq_case=jobq_case,
+    )
+
+
 async def case_drain(cfg: Config, k: int) -> Result:
     async with fresh_database(cfg.url) as db, producer(db) as (conn, queries):
         await enqueue_noops(queries, cfg.n)
@@ -429,16 +447,12 @@ async def case_drain(cfg: Config, k: int) -> Result:
         cpu = children_cpu_s() - cpu0
         await check_all_processed(conn, queries, cfg.n)
         first, last = await activity_span(conn, queries)
-    elapsed = last - first
-    return Result(
-        case="drain",
-        managers_per_worker=cfg.managers,
-        batch_size=cfg.batch_size,
-        workers=k,
-        jobs=cfg.n,
-        seconds=elapsed,
-        jobs_per_s=cfg.n / elapsed,
-        worker_cpu_s=cpu,
+    return throughput(
+        cfg,
+        "drain",
+        k,
+        last - first,
+        cpu,
         timing="database: first 'picked' to last 'successful' in pgqueuer_log",
         jobq_case=f"drain, {k} worker process(es)",
     )
@@ -461,16 +475,12 @@ async def case_e2e(cfg: Config) -> Result:
             _, last = await activity_span(conn, queries)
         cpu = children_cpu_s() - cpu0
         await check_all_processed(conn, queries, cfg.n)
-    elapsed = last - began
-    return Result(
-        case="e2e",
-        managers_per_worker=cfg.managers,
-        batch_size=cfg.batch_size,
-        workers=E2E_WORKERS,
-        jobs=cfg.n,
-        seconds=elapsed,
-        jobs_per_s=cfg.n / elapsed,
-        worker_cpu_s=cpu,
+    return throughput(
+        cfg,
+        "e2e",
+        E2E_WORKERS,
+        last - began,
+        cpu,
         timing="database: clock_timestamp() before the first enqueue to last 'successful'",
         jobq_case=f"end to end, {E2E_WORKERS} idle workers",
     )
