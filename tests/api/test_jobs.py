@@ -222,6 +222,21 @@ async def test_bulk_multipart_file(client: httpx.AsyncClient) -> None:
         400,
         "file",
     )
+    # The form takes the file alone (as its schema says): another field refuses it whole.
+    with_extra = await client.post(
+        "/jobs/bulk",
+        files={"file": ("jobs.json", document, "application/json")},
+        data={"note": "x"},
+    )
+    assert_problem(with_extra, 400, "'note'")
+    many = {f"f{i}": "x" for i in range(20)}
+    assert_problem(
+        await client.post(
+            "/jobs/bulk", files={"file": ("j.json", document, "application/json")}, data=many
+        ),
+        400,
+    )
+    assert len((await client.get("/jobs")).json()["items"]) == 2  # only the first request's
 
 
 async def test_bulk_rejects_bad_bodies(make_client) -> None:  # type: ignore[no-untyped-def]

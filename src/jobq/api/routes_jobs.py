@@ -223,6 +223,9 @@ async def create_job(
                             }
                         },
                         "required": ["file"],
+                        # Only the file: other fields are refused (and a form of many
+                        # fields is refused before it is read whole).
+                        "additionalProperties": False,
                     },
                     "encoding": {"file": {"contentType": "application/json"}},
                 },
@@ -279,6 +282,14 @@ async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
         upload = form.get("file")
         if upload is None:
             raise ProblemError(400, "Bad request", "the multipart form needs a 'file' field")
+        others = sorted({name for name in form if name != "file"})
+        if others or len(form.getlist("file")) > 1:
+            raise ProblemError(
+                400,
+                "Bad request",
+                "the multipart form takes one field, 'file'"
+                + (f"; not {', '.join(map(repr, others))}" if others else ""),
+            )
         # A part sent with a filename arrives as a file, one without as a plain field.
         raw = upload.encode() if isinstance(upload, str) else await upload.read()
     elif content_type in ("application/json", ""):
