@@ -12,6 +12,7 @@ set -euo pipefail
 # pulls in (an open range there), so it is pinned here too.
 PGQUEUER_VERSION=1.6.0
 ASYNCPG_VERSION=0.32.0
+UVLOOP_VERSION=0.23.0  # the event loop the workers run on, as `pgq run` does
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -19,11 +20,12 @@ VENV="${PEER_VENV:-.venv-peer}"
 PYTHON="${PYTHON:-python3}"
 
 installed() {
-    "$VENV/bin/python" - "$PGQUEUER_VERSION" "$ASYNCPG_VERSION" <<'PY' 2>/dev/null
+    "$VENV/bin/python" - "$PGQUEUER_VERSION" "$ASYNCPG_VERSION" "$UVLOOP_VERSION" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version
 
-sys.exit(0 if (version("pgqueuer"), version("asyncpg")) == (sys.argv[1], sys.argv[2]) else 1)
+wanted = tuple(sys.argv[1:4])
+sys.exit(0 if (version("pgqueuer"), version("asyncpg"), version("uvloop")) == wanted else 1)
 PY
 }
 
@@ -34,6 +36,7 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "pgqueuer==$PGQUEUER_VERSION" "asyncpg==$ASYNCPG_VERSION"
+"$VENV/bin/python" -m pip install --quiet "pgqueuer==$PGQUEUER_VERSION" \
+    "asyncpg==$ASYNCPG_VERSION" "uvloop==$UVLOOP_VERSION"
 installed || { echo "peer venv $VENV: install did not give the pinned versions" >&2; exit 1; }
 echo "peer venv $VENV: pgqueuer $PGQUEUER_VERSION, asyncpg $ASYNCPG_VERSION installed"

@@ -168,6 +168,33 @@ async def test_completions_store_every_result_exactly(driver: Driver) -> None:
     assert [(await driver.get(i)).result for i in more] == [None, None]  # type: ignore[union-attr]
 
 
+async def test_a_stale_attempt_beside_the_running_one_in_a_batch_is_ignored(
+    driver: Driver,
+) -> None:
+    """One flush can hold two outcomes of a job: a stalled attempt's and the one that
+    replaced it. Whatever the order, the running attempt's outcome is the one written."""
+    [job_id] = await enqueue(driver, NewJob(kind="k", max_attempts=5))
+    for attempt in (1, 2):
+        await driver.claim_batch(ClaimParams("w", limit=1))
+        if attempt == 1:  # due again at once: the next claim makes attempt 2
+            await driver.fail_many([Failure(job_id, 1, "stalled", None, retry_in_s=0)])
+    done = await driver.complete_many([Completion(job_id, 2, "new"), Completion(job_id, 1, "old")])
+    assert done == [job_id]
+    job = await driver.get(job_id)
+    assert job is not None and job.status is JobStatus.SUCCEEDED and job.result == "new"
+    [fresh] = await enqueue(driver, NewJob(kind="k", max_attempts=5))
+    for attempt in (1, 2):
+        await driver.claim_batch(ClaimParams("w", limit=1))
+        if attempt == 1:
+            await driver.fail_many([Failure(fresh, 1, "stalled", None, retry_in_s=0)])
+    assert await driver.fail_many(
+        [Failure(fresh, 2, "second", None), Failure(fresh, 1, "first", None)]
+    ) == [fresh]
+    failed = await driver.get(fresh)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.last_error == "second"
+
+
 async def test_a_batch_of_failures_gives_each_job_its_own_outcome(driver: Driver) -> None:
     ids = await enqueue(driver, *(NewJob(kind="f", max_attempts=3) for _ in range(4)))
     await driver.claim_batch(ClaimParams("w", limit=4))

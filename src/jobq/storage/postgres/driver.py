@@ -118,7 +118,7 @@ _ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 def _text_array(values: Sequence[str | None]) -> str | None:
     """A text array as a literal, elements quoted (backslash and double quote escaped), or
-    None when every element is NULL: unnest() pads a missing array with NULLs."""
+    None when every element is NULL: any element of a NULL array is NULL."""
     if not any(value is not None for value in values):
         return None
     return (
@@ -130,8 +130,11 @@ def _text_array(values: Sequence[str | None]) -> str | None:
     )
 
 
-def _by_job_id(outcome: Completion | Failure) -> int:
-    return outcome.job_id
+def _by_job_and_attempt(outcome: Completion | Failure) -> tuple[int, int]:
+    # Sorted ids for width_bucket; of two outcomes of one job (a stale attempt and the one
+    # that replaced it, in one flush) it picks the last, the higher attempt: the only one
+    # that can still be running.
+    return outcome.job_id, outcome.attempt
 
 
 def _normalise_url(url: str) -> str:
@@ -695,7 +698,7 @@ class PostgresDriver:
     async def complete_many(self, completions: Sequence[Completion]) -> list[int]:
         if not completions:
             return []
-        completions = sorted(completions, key=_by_job_id)  # the statement needs them sorted
+        completions = sorted(completions, key=_by_job_and_attempt)  # as the statement needs
         return await self._fetch_ids(
             "complete_many",
             {
@@ -737,7 +740,7 @@ class PostgresDriver:
     async def fail_many(self, failures: Sequence[Failure]) -> list[int]:
         if not failures:
             return []
-        failures = sorted(failures, key=_by_job_id)  # the statement needs them sorted
+        failures = sorted(failures, key=_by_job_and_attempt)  # as the statement needs
         return await self._fetch_ids(
             "fail_many",
             {

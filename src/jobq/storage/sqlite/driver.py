@@ -825,8 +825,9 @@ class SqliteDriver:
         ]
         async with self._transaction() as conn:
             rows = await self._run(conn, "fail_many", {"failures": dump_json(batch), "now": now})
-            moved = {int(r[0]) for r in rows}
-            recorded = [f for f in failures if f.job_id in moved]
+            # By attempt too: a stale attempt's failure beside the running one's moved nothing.
+            moved = {(int(r[0]), int(r[1])) for r in rows}
+            recorded = [f for f in failures if (f.job_id, f.attempt) in moved]
             await self._record_errors(
                 conn, [(f.job_id, f.attempt, f.error, f.traceback) for f in recorded], now
             )

@@ -270,7 +270,7 @@ FROM (
     FROM json_each(:failures)
 ) AS f
 WHERE j.id = f.id AND j.attempt = f.attempt AND +j.status = 'running'  -- + : see complete_many
-RETURNING id
+RETURNING id, attempt
 
 -- name: record_error
 INSERT INTO jobq_job_errors (job_id, attempt, error, traceback, recorded_at)
