@@ -348,3 +348,31 @@ async def test_progress_refuses_nonsense_and_lost_attempts(jq: JobQueue) -> None
     assert "between 0 and 100" in (failed.last_error or "")
     assert failed.progress is None
     assert not await jq.driver.set_progress(job.id, 1, {"percent": 1})  # not running now
+
+
+async def test_unstorable_results_and_errors_fail_their_job_not_the_batch(jq: JobQueue) -> None:
+    """A return value JSON cannot hold, or text with U+0000 (which PostgreSQL cannot store),
+    ends its own job failed with a clear error; an error message with U+0000 is stored with
+    the character escaped. Neither may stall the batch of outcomes it is written with."""
+
+    @jq.task
+    async def returns(ctx: JobContext, what: str) -> Any:
+        if what == "object":
+            return object()
+        if what == "nul":
+            return {"text": "a\x00b"}
+        if what == "raise":
+            raise DoNotRetry("bad\x00byte")
+        return what
+
+    kinds = ["object", "nul", "raise", "fine", "fine"]
+    jobs = await jq.enqueue_many([returns.job(what=w) for w in kinds])
+    await asyncio.wait_for(jq.run_worker(concurrency=8, burst=True), 30)
+    stored = {j.id: j for j in await jq.list(limit=10)}
+    outcome = [stored[j.id] for j in jobs]
+    assert [j.status for j in outcome] == [JobStatus.FAILED] * 3 + [JobStatus.SUCCEEDED] * 2
+    assert "cannot be stored" in (outcome[0].last_error or "")
+    assert "U+0000" in (outcome[1].last_error or "")
+    assert outcome[2].last_error == "DoNotRetry: bad\\x00byte"
+    assert [j.result for j in outcome[3:]] == ["fine", "fine"]
+    assert outcome[0].attempt == outcome[1].attempt == 1  # not retried: it would fail again

@@ -30,11 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..errors import DatabaseUnavailableError, DoNotRetry, JobCancelled, LeaseLostError, RetryAt
+from ..errors import (
+    DatabaseUnavailableError,
+    DoNotRetry,
+    InvalidJobError,
+    JobCancelled,
+    LeaseLostError,
+    RetryAt,
+)
 from ..model import Job, JobStatus
 from ..observability.metrics import Metrics
 from ..periodic import start_scheduler
 from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerRegistration
+from ..storage.common import contains_nul, dump_json
 from .completer import Completer
 from .context import JobContext
 
@@ -294,6 +302,8 @@ class Worker:
             timeout = job.timeout_s
             call = task.invoke(ctx, job.payload)
             result = await (asyncio.wait_for(call, timeout) if timeout else call)
+            if result is not None and not ctx.completed_in_transaction:
+                _check_storable(result)
         except asyncio.CancelledError:
             # Forced shutdown: _finish_in_flight hands the job back; nothing to record.
             self._running.pop(job.id, None)
@@ -343,8 +353,10 @@ class Worker:
         self._slot_freed.set()
 
     def _failure(self, job: Job, task: Task[Any, Any] | None, exc: BaseException) -> Failure:
-        message = _describe(exc, job)
-        trace = "".join(traceback.format_exception(exc))
+        # PostgreSQL cannot store U+0000 in text: escaped, so that the failure (and the batch
+        # it is written with) can be stored.
+        message = _describe(exc, job).replace("\x00", "\\x00")
+        trace = "".join(traceback.format_exception(exc)).replace("\x00", "\\x00")
         retry_in: float | None = None
         if isinstance(exc, RetryAt):
             if job.attempt < job.max_attempts:
@@ -537,6 +549,18 @@ class WorkerMeters:
 
 def task_or_none(jobq: JobQueue, kind: str) -> Task[Any, Any] | None:
     return jobq.tasks.get(kind)
+
+
+def _check_storable(result: Any) -> None:
+    """Refuse, as this job's own failure (not retried: it would fail again), a return value
+    the database cannot hold. Found in the completer instead, it failed the write of the
+    whole batch of outcomes, and every retry of it, so the worker never got past it."""
+    try:
+        encoded = dump_json(result)
+    except InvalidJobError as exc:
+        raise DoNotRetry(f"the task's return value cannot be stored: {exc}") from None
+    if "\\u0000" in encoded and contains_nul(result):
+        raise DoNotRetry("the task's return value cannot be stored: it holds U+0000 (NUL)")
 
 
 def _describe(exc: BaseException, job: Job) -> str:
