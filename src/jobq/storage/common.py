@@ -97,13 +97,13 @@ def contains_nul(value: Any) -> bool:
     return False
 
 
-def refuse_nul(encoded: str | bytes, value: Any) -> None:
+def refuse_nul(encoded: str | bytes, value: Any, what: str = "a payload") -> None:
     """PostgreSQL cannot store U+0000 in text or jsonb; jobq refuses it on every database so
     that both answer alike. The scan of the encoded JSON is the cheap test that nearly always
     settles it; only a hit (which a literal backslash-u0000 can fake) walks the value."""
     marker: str | bytes = "\\u0000" if isinstance(encoded, str) else b"\\u0000"
     if marker in encoded and contains_nul(value):  # type: ignore[operator]
-        raise InvalidJobError("strings and keys in a payload cannot contain U+0000 (NUL)")
+        raise InvalidJobError(f"strings and keys in {what} cannot contain U+0000 (NUL)")
 
 
 def dump_json(value: Any) -> str:
