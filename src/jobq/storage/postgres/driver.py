@@ -72,10 +72,11 @@ STATISTICS_MIN_INTERVAL_S = 60.0  # between two ANALYZEs by one process
 NOTIFY_CHANNEL = "jobq"
 # A few statements are sent unprepared (prepare=False), so that the server plans each with
 # its actual parameters instead of switching to a generic plan after a few runs:
-#  - completions and failures: a generic plan, made without their arrays and with statistics
-#    of a moment when no job was running, rescanned the array for every running row
-#    (completing 20,000 jobs without the (status, id) index that migration 0005 drops:
-#    7.2 s against 0.4 s; with it, 1.1 s against 0.55 s, measured);
+#  - completions and failures: when they joined the jobs table to their arrays, a generic
+#    plan, made without the arrays and with statistics of a moment when no job was running,
+#    rescanned the array for every running row (completing 20,000 jobs: 7.2 s against
+#    0.4 s, measured). They now update the table by primary key alone (see complete_many in
+#    queries.sql); they stay unprepared, which that form was measured with;
 #  - listing and retention: only a plan made for the statuses given can use the partial
 #    index that holds them.
 # Claims stay prepared: their plan has no join to go wrong, and planning anew would add to
