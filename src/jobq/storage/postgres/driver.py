@@ -217,7 +217,7 @@ def _copy_number(value: float | None) -> str:
 
 
 class _CopyEncoder:
-    """COPY text lines for plain new jobs, each with the Job it becomes. The names a batch
+    """COPY text lines for plain new jobs, and the Job each becomes. The names a batch
     repeats (queue, kind, tenant) are escaped once per batch, not once per row."""
 
     def __init__(self, now: datetime) -> None:
@@ -231,19 +231,21 @@ class _CopyEncoder:
             escaped = self._escaped[value] = _copy_text(value)
         return escaped
 
-    def line(self, job_id: int, job: NewJob, created: list[Job]) -> str:
-        encoded = dump_json(job.payload)
+    def line(self, job_id: int, job: NewJob, encoded: str) -> str:
+        """The COPY line of a job whose payload is ``encoded``."""
         refuse_nul(encoded, job.payload)
         run_at = job.run_at
-        # The payload as stored (decoded again), like the other insert paths return it.
-        stored = orjson.loads(encoded)
-        created.append(queued_job(job_id, job, stored, run_at or self._now, self._now))
         return (
             f"{job_id}\t{self._text(job.queue)}\t{self._text(job.kind)}\t{_copy_json(encoded)}\t"
             f"{job.priority}\t{self._stamp if run_at is None else run_at.isoformat()}\t"
             f"{job.max_attempts}\t{self._text(job.tenant)}\t{_copy_number(job.timeout_s)}\t"
             f"{_copy_text(job.request_id)}\n"
         )
+
+    def job(self, job_id: int, job: NewJob, encoded: str) -> Job:
+        # The payload as stored (decoded again), like the other insert paths return it.
+        now = self._now
+        return queued_job(job_id, job, orjson.loads(encoded), job.run_at or now, now)
 
 
 def _insert_row(job: NewJob) -> dict[str, Any]:
@@ -522,11 +524,13 @@ class PostgresDriver:
             async with conn.cursor().copy(self._q["copy_jobs"]) as copy:
                 for start in range(0, len(jobs), COPY_SLICE_JOBS):
                     end = start + COPY_SLICE_JOBS
-                    lines = [
-                        encode.line(job_id, job, created)
+                    rows = [
+                        (job_id, job, dump_json(job.payload))
                         for job_id, job in zip(ids[start:end], jobs[start:end], strict=True)
                     ]
-                    await copy.write("".join(lines).encode())
+                    await copy.write("".join([encode.line(*row) for row in rows]).encode())
+                    # The slice's Jobs are built while the server ingests its rows.
+                    created += [encode.job(*row) for row in rows]
         return created
 
     async def _check_tenant_quota(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> None:
