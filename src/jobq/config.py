@@ -31,6 +31,13 @@ class Settings(BaseSettings):
         False,
         description="Never LISTEN, only poll (for PgBouncer in transaction pooling mode)",
     )
+    claim_async_commit: bool = Field(
+        False,
+        description=(
+            "PostgreSQL: commit claims without waiting for their WAL flush (lower latency;"
+            " a database crash can forget the last claims, whose jobs then run again)"
+        ),
+    )
     sqlite_busy_timeout_ms: int = Field(
         10_000, ge=0, description="SQLite: how long a writer waits for the file lock"
     )

@@ -30,7 +30,7 @@ def claim_plan(url: str) -> str:
     query = load_queries("postgres")["claim_batch_any_queue"]
     with psycopg.connect(url, autocommit=True) as conn:
         rows: list[Any] = conn.execute(
-            "EXPLAIN " + query, {"limit": 1000, "worker_id": "planner-test"}
+            "EXPLAIN " + query, {"limit": 1000, "worker_id": "planner-test", "commit": None}
         ).fetchall()
     return "\n".join(row[0] for row in rows)
 
@@ -118,7 +118,7 @@ BY_ID_STATEMENTS = {
         "tracebacks": "{a,b}",
         "retry_in_s": "{1,1}",
     },
-    "claim_ids": {"ids": "{1,2}", "worker_id": "w"},
+    "claim_ids": {"ids": "{1,2}", "worker_id": "w", "commit": "off"},
 }
 
 

@@ -292,6 +292,9 @@ class PostgresDriver:
         # Fair claiming: the last tenant each worker of this process served.
         self._tenant_cursor: dict[str, str] = {}
         self._analyzed_at: float | None = None  # monotonic time of this process's last ANALYZE
+        # Each claim's synchronous_commit: 'off', or None for the session's own (see
+        # claim_batch_by_queue in queries.sql).
+        self._claim_commit = "off" if self._settings.claim_async_commit else None
 
     @property
     def url(self) -> str:
@@ -609,6 +612,7 @@ class PostgresDriver:
             query = "claim_batch_by_queue"
             args = {"worker_id": params.worker_id, "queues": list(params.queues)}
         args["limit"] = params.limit
+        args["commit"] = self._claim_commit
         return await self._fetch_jobs(query, args)
 
     async def _claim_with_flow_control(self, params: ClaimParams) -> list[Job]:
@@ -620,6 +624,7 @@ class PostgresDriver:
             "queues": list(params.queues) if params.queues is not None else None,
             "skip_kinds": limits.kinds,
             "skip_queues": limits.queues,
+            "commit": self._claim_commit,
         }
         jobs: list[Job] = []
         if limits:
@@ -693,7 +698,10 @@ class PostgresDriver:
             if not ids:
                 return []
             claim = conn.cursor(row_factory=_job_row)
-            await claim.execute(self._q["claim_ids"], {"worker_id": params.worker_id, "ids": ids})
+            await claim.execute(
+                self._q["claim_ids"],
+                {"worker_id": params.worker_id, "ids": ids, "commit": self._claim_commit},
+            )
             jobs = await claim.fetchall()
             rated = [j.kind for j in jobs if j.kind in windows]
             if rated:
