@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,9 @@ EXPECTED_CASES = {
 }
 
 
-def run_bench(url: str) -> dict[str, dict[str, object]]:
+def run_bench(
+    url: str, cases: str = "enqueue,drain,e2e,latency", env: dict[str, str] | None = None
+) -> dict[str, Any]:
     completed = subprocess.run(
         [
             sys.executable,
@@ -35,16 +39,21 @@ def run_bench(url: str) -> dict[str, dict[str, object]]:
             "--samples",
             "5",
             "--cases",
-            "enqueue,drain,e2e,latency",
+            cases,
             "--json",
         ],
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr
-    report = json.loads(completed.stdout)
+    report: dict[str, Any] = json.loads(completed.stdout)
     assert report["machine"]["cpus"]
+    return report
+
+
+def by_case(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["case"]: r for r in report["results"]}
 
 
@@ -53,13 +62,22 @@ def test_bench_runs_every_case_and_checks_its_work(
     kind: str, tmp_path: Path, pg_server: PgServer
 ) -> None:
     url = f"sqlite:///{tmp_path / 'bench.db'}" if kind == "sqlite" else pg_server.admin_url
-    results = run_bench(url)
+    report = run_bench(url)
+    assert report["claim_async_commit"] is False
+    results = by_case(report)
     assert set(results) == EXPECTED_CASES
     for name, result in results.items():
         assert result["n"] in (60, 5), name
-        assert float(result["seconds"]) > 0, name  # type: ignore[arg-type]
+        assert float(result["seconds"]) > 0, name
     for name in ("drain, 1 worker process(es)", "end to end, 2 idle workers"):
-        assert float(results[name]["reference_per_second"]) > 0  # type: ignore[arg-type]
-        assert float(results[name]["worker_cpu_s"]) > 0  # type: ignore[arg-type]
+        assert float(results[name]["reference_per_second"]) > 0
+        assert float(results[name]["worker_cpu_s"]) > 0
     latency = results["idle latency enqueue -> start"]["extra"]
+    assert isinstance(latency, dict) and latency["p50_ms"] > 0
+
+
+def test_bench_says_when_its_workers_claim_with_asynchronous_commit(pg_server: PgServer) -> None:
+    report = run_bench(pg_server.admin_url, "latency", {"JOBQ_CLAIM_ASYNC_COMMIT": "true"})
+    assert report["claim_async_commit"] is True
+    latency = by_case(report)["idle latency enqueue -> start"]["extra"]
     assert isinstance(latency, dict) and latency["p50_ms"] > 0

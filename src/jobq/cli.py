@@ -496,7 +496,12 @@ def bench(
         raise _usage(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(ALL_CASES)}")
     settings = _settings(database_url)
     results = _run(lambda: run_cases(settings.database_url, jobs, chosen, samples, scale_jobs))
-    typer.echo(to_json(settings.database_url, results) if as_json else render_table(results))
+    async_claims = settings.claim_async_commit
+    typer.echo(
+        to_json(settings.database_url, results, claim_async_commit=async_claims)
+        if as_json
+        else render_table(results, claim_async_commit=async_claims)
+    )
 
 
 def main() -> None:

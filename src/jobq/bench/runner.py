@@ -245,22 +245,25 @@ def _rate(r: CaseResult) -> str:
     return text
 
 
-def render_table(results: list[CaseResult]) -> str:
+def render_table(results: list[CaseResult], *, claim_async_commit: bool = False) -> str:
     lines = [f"{'case':<40} {'result':<70} {'worker CPU s':>12} {'db CPU s':>9}"]
     for r in results:
         cpu = f"{r.worker_cpu_s:.2f}" if r.worker_cpu_s is not None else "-"
         db = f"{r.db_cpu_s:.2f}" if r.db_cpu_s is not None else "-"
         lines.append(f"{r.case:<40} {_rate(r):<70} {cpu:>12} {db:>9}")
+    if claim_async_commit:  # the workers inherit the environment, so they ran with it
+        lines.append("workers ran with JOBQ_CLAIM_ASYNC_COMMIT=true (claims commit asynchronously)")
     return "\n".join(lines)
 
 
-def as_json(url: str, results: list[CaseResult]) -> str:
+def as_json(url: str, results: list[CaseResult], *, claim_async_commit: bool = False) -> str:
     parts = urlsplit(url)
     redacted = urlunsplit(parts._replace(netloc=parts.hostname or "")) if parts.netloc else url
     return json.dumps(
         {
             "database": redacted,
             "machine": machine(),
+            "claim_async_commit": claim_async_commit,
             "results": [{**asdict(r), "ratio": r.ratio} for r in results],
         },
         indent=2,
