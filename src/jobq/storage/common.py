@@ -114,6 +114,14 @@ def dump_json(value: Any) -> str:
         raise InvalidJobError(f"value is not JSON-serializable: {exc}") from exc
 
 
+def storable_json(value: Any, what: str = "a payload") -> str:
+    """``value`` as the JSON the database will store, refused (InvalidJobError) when it is
+    not JSON or holds U+0000 (see refuse_nul)."""
+    encoded = dump_json(value)
+    refuse_nul(encoded, value, what)
+    return encoded
+
+
 def dump_optional_json(value: Any) -> str | None:
     return None if value is None else dump_json(value)
 

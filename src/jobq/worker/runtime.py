@@ -42,7 +42,7 @@ from ..model import Job, JobStatus
 from ..observability.metrics import Metrics
 from ..periodic import start_scheduler
 from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerRegistration
-from ..storage.common import dump_json, refuse_nul
+from ..storage.common import storable_json
 from .completer import Completer
 from .context import JobContext
 
@@ -556,7 +556,7 @@ def _check_storable(result: Any) -> None:
     the database cannot hold. Found in the completer instead, it failed the write of the
     whole batch of outcomes, and every retry of it, so the worker never got past it."""
     try:
-        refuse_nul(dump_json(result), result, "a result")
+        storable_json(result, "a result")
     except InvalidJobError as exc:
         raise DoNotRetry(f"the task's return value cannot be stored: {exc}") from None
 

@@ -54,6 +54,7 @@ from ..common import (
     refuse_nul,
     room_under_limits,
     shares,
+    storable_json,
     validate_new_job,
 )
 from ..sqlfiles import load_migrations, load_queries, pending_migrations
@@ -232,8 +233,7 @@ class _CopyEncoder:
         return escaped
 
     def line(self, job_id: int, job: NewJob, encoded: str) -> str:
-        """The COPY line of a job whose payload is ``encoded``."""
-        refuse_nul(encoded, job.payload)
+        """The COPY line of a job whose payload is ``encoded`` (see storable_json)."""
         run_at = job.run_at
         return (
             f"{job_id}\t{self._text(job.queue)}\t{self._text(job.kind)}\t{_copy_json(encoded)}\t"
@@ -465,8 +465,7 @@ class PostgresDriver:
         orphaned: dict[int, str] | None,
     ) -> tuple[list[Job], list[Job]]:
         if len(rows) == 1:
-            payload = dump_json(rows[0]["payload"])
-            refuse_nul(payload, rows[0]["payload"])
+            payload = storable_json(rows[0]["payload"])
             cur = await conn.execute(self._q["insert_job"], {**rows[0], "payload": payload})
             asked = {**rows[0], "payload": orjson.loads(payload)}  # as stored
             inserted = _jobs_from_request([asked], await cur.fetchall())
@@ -493,8 +492,7 @@ class PostgresDriver:
         return inserted, existing
 
     async def _insert_plain_job(self, conn: AsyncConnection[Any], job: NewJob) -> Job:
-        encoded = dump_json(job.payload)
-        refuse_nul(encoded, job.payload)
+        encoded = storable_json(job.payload)
         timeout_s = None if job.timeout_s is None else float(job.timeout_s)
         cur = await conn.execute(
             self._q["insert_plain_job"],
@@ -528,7 +526,7 @@ class PostgresDriver:
                 for start in range(0, len(jobs), COPY_SLICE_JOBS):
                     end = start + COPY_SLICE_JOBS
                     rows = [
-                        (job_id, job, dump_json(job.payload))
+                        (job_id, job, storable_json(job.payload))
                         for job_id, job in zip(ids[start:end], jobs[start:end], strict=True)
                     ]
                     await copy.write("".join([encode.line(*row) for row in rows]).encode())

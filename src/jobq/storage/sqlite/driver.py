@@ -62,9 +62,9 @@ from ..common import (
     pick_within_limits,
     plain_batch,
     queued_job,
-    refuse_nul,
     room_under_limits,
     shares,
+    storable_json,
     validate_new_job,
 )
 from ..sqlfiles import Migration, load_migrations, load_queries, pending_migrations
@@ -491,9 +491,7 @@ class SqliteDriver:
             return []
         for job in jobs:
             validate_new_job(job)
-        payloads = [dump_json(j.payload) for j in jobs]
-        for encoded, job in zip(payloads, jobs, strict=True):
-            refuse_nul(encoded, job.payload)
+        payloads = [storable_json(j.payload) for j in jobs]
         if plain_batch(jobs):
             created = await self._insert_plain(jobs, payloads)
         else:
