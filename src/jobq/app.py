@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
 from .config import Settings
 from .errors import ConfigurationError, JobNotFoundError
@@ -42,6 +43,22 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class EnqueueOptions(TypedDict, total=False):
+    """What ``enqueue`` and ``enqueue_sync`` take besides kind and payload (see new_job)."""
+
+    queue: str | None
+    priority: int | None
+    run_at: datetime | None
+    delay: float | None
+    max_attempts: int | None
+    idempotency_key: str | None
+    unique_key: str | None
+    unique_states: Sequence[JobStatus | str]
+    depends_on: Sequence[int]
+    tenant: str | None
+    request_id: str | None
+
+
 class JobQueue:
     """One queue database and the tasks this program knows.
 
@@ -59,12 +76,15 @@ class JobQueue:
         self.schedules: list[Schedule] = []  # see periodic()
         self.queue_limits: dict[str, int] = {}  # see limit_queue()
         self._driver: Driver | None = None
+        self._driver_lock = threading.Lock()  # synchronous producers may start in any thread
 
     # ------------------------------------------------------------------ storage
     @property
     def driver(self) -> Driver:
         if self._driver is None:
-            self._driver = connect(self.settings.database_url, self.settings)
+            with self._driver_lock:
+                if self._driver is None:
+                    self._driver = connect(self.settings.database_url, self.settings)
         return self._driver
 
     async def migrate(self) -> list[int]:
@@ -81,6 +101,17 @@ class JobQueue:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def close_sync(self) -> None:
+        """Close the connections the ``*_sync`` methods opened (``close`` closes them too)."""
+        if self._driver is not None:
+            self._driver.close_sync()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()
 
     # ------------------------------------------------------------------ tasks
     @overload
@@ -250,37 +281,26 @@ class JobQueue:
         kind: str,
         payload: dict[str, Any] | None = None,
         *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | None = None,
-        max_attempts: int | None = None,
-        idempotency_key: str | None = None,
-        unique_key: str | None = None,
-        unique_states: Sequence[JobStatus | str] = (),
-        depends_on: Sequence[int] = (),
-        tenant: str | None = None,
-        request_id: str | None = None,
         connection: Any = None,
+        **options: Unpack[EnqueueOptions],
     ) -> Job:
         """Enqueue by task name, for callers that do not import the task (HTTP, CLI). A
-        registered task supplies the defaults (queue, priority, attempts, timeout)."""
-        new_job = self.new_job(
-            kind,
-            payload,
-            queue=queue,
-            priority=priority,
-            run_at=run_at,
-            delay=delay,
-            max_attempts=max_attempts,
-            idempotency_key=idempotency_key,
-            unique_key=unique_key,
-            unique_states=unique_states,
-            depends_on=depends_on,
-            tenant=tenant,
-            request_id=request_id,
-        )
+        registered task supplies the defaults (queue, priority, attempts, timeout); the
+        options are new_job's."""
+        new_job = self.new_job(kind, payload, **options)
         return (await self.enqueue_many([new_job], connection=connection))[0]
+
+    def enqueue_sync(
+        self,
+        kind: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> Job:
+        """``enqueue`` for synchronous code; ``connection`` is then a psycopg Connection."""
+        new_job = self.new_job(kind, payload, **options)
+        return self.enqueue_many_sync([new_job], connection=connection)[0]
 
     def new_job(
         self,
@@ -328,6 +348,13 @@ class JobQueue:
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """Enqueue many jobs in one round trip (build them with ``task.job(...)``)."""
         return await self.driver.enqueue_many(jobs, connection=connection)
+
+    def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+        """``enqueue_many`` for synchronous code: blocks until the jobs are stored. Safe from
+        any thread; the first call opens connections of its own (closed by ``close_sync``
+        or ``close``). With PostgreSQL, ``connection`` may be your open psycopg Connection
+        (sync), and the jobs commit or roll back with your transaction."""
+        return self.driver.enqueue_many_sync(jobs, connection=connection)
 
     async def chain(self, *steps: NewJob | Sequence[NewJob], connection: Any = None) -> list[Job]:
         """Enqueue steps that run one after another: each step (a job, or a group of jobs

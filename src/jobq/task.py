@@ -148,6 +148,11 @@ class Task(Generic[P, R]):
         """Enqueue one job calling this task with these arguments."""
         return await ConfiguredTask(self, self.defaults).defer(*args, **kwargs)
 
+    def defer_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """``defer`` for synchronous code (a web view, a script, a sync task): returns once
+        the job is stored. Safe from any thread."""
+        return ConfiguredTask(self, self.defaults).defer_sync(*args, **kwargs)
+
     def configure(
         self,
         *,
@@ -164,7 +169,8 @@ class Task(Generic[P, R]):
         connection: Any = None,
     ) -> ConfiguredTask[P, R]:
         """This task with per-enqueue settings; ``connection`` (an open psycopg
-        AsyncConnection) enqueues inside the caller's transaction.
+        AsyncConnection for ``defer``, a psycopg Connection for ``defer_sync``) enqueues
+        inside the caller's transaction.
 
         ``unique_key``: while a job with this key is queued, waiting, running or retrying
         (plus any of ``unique_states``, e.g. ``["succeeded"]``), enqueueing another returns
@@ -209,4 +215,9 @@ class ConfiguredTask(Generic[P, R]):
     async def defer(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         new_job = self.job(*args, **kwargs)
         jobs = await self.task.jobq.enqueue_many([new_job], connection=self.options.connection)
+        return jobs[0]
+
+    def defer_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        new_job = self.job(*args, **kwargs)
+        jobs = self.task.jobq.enqueue_many_sync([new_job], connection=self.options.connection)
         return jobs[0]

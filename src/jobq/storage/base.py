@@ -204,6 +204,15 @@ class Driver(Protocol):
         caller's own open transaction) the jobs commit or roll back with it."""
         ...
 
+    def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+        """``enqueue_many`` for synchronous code, over connections of its own (made on first
+        use, safe to call from any thread); ``connection`` is then a synchronous one."""
+        ...
+
+    def close_sync(self) -> None:
+        """Close what ``enqueue_many_sync`` opened (``close`` does too)."""
+        ...
+
     # --- working ---
     async def claim_batch(self, params: ClaimParams) -> list[Job]:
         """Atomically move up to ``limit`` due jobs to ``running`` for this worker, highest

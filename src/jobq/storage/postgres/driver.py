@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection, AsyncCursor, BaseConnection, Cursor
 from psycopg.rows import RowMaker
 from psycopg.types.json import set_json_dumps, set_json_loads
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ...config import Settings
 from ...errors import (
+    ConfigurationError,
     DatabaseUnavailableError,
     InvalidJobError,
     LeaseLostError,
@@ -57,6 +59,7 @@ from ..common import (
     storable_json,
     validate_new_job,
 )
+from ..plans import CopyIn, Plan, Run, RunMany, Step, drive, drive_async
 from ..sqlfiles import load_migrations, load_queries, pending_migrations
 
 log = logging.getLogger("jobq.storage.postgres")
@@ -88,7 +91,7 @@ NOTIFY_CHANNEL = "jobq"
 _PG_CONVERTERS = (("status", STATUS_BY_VALUE.__getitem__),)
 
 
-def _job_row(cursor: AsyncCursor[Any]) -> RowMaker[Job]:
+def _job_row(cursor: Cursor[Any] | AsyncCursor[Any]) -> RowMaker[Job]:
     """Row factory building Job objects straight from result tuples, with a builder made
     once per column list (see job_row_builder), not per result or row."""
     return job_row_builder(tuple(c.name for c in cursor.description or ()), _PG_CONVERTERS)
@@ -98,14 +101,38 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode("utf-8")
 
 
-async def _configure_connection(conn: AsyncConnection[Any]) -> None:
+# Timestamps arrive in UTC whatever the server's zone, and psycopg then gives them
+# datetime.timezone.utc, which it converts to three times faster than a ZoneInfo such as
+# Debian's default 'Etc/UTC' (a claim of 1,000 rows: 3.1 against 9.4 µs a row, measured).
+_SET_UTC = "SET TIME ZONE 'UTC'"
+
+
+def _use_orjson(conn: BaseConnection[Any]) -> None:
     # orjson for json/jsonb: several times faster than the standard library.
     set_json_loads(orjson.loads, conn)
     set_json_dumps(_dumps, conn)
-    # Timestamps arrive in UTC whatever the server's zone, and psycopg then gives them
-    # datetime.timezone.utc, which it converts to three times faster than a ZoneInfo such as
-    # Debian's default 'Etc/UTC' (a claim of 1,000 rows: 3.1 against 9.4 µs a row, measured).
-    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+async def _configure_connection(conn: AsyncConnection[Any]) -> None:
+    _use_orjson(conn)
+    await conn.execute(_SET_UTC)
+
+
+def _configure_sync_connection(conn: psycopg.Connection[Any]) -> None:
+    _use_orjson(conn)
+    conn.execute(_SET_UTC)
+
+
+# The jobs an insert created, and the existing jobs that some of its keys led to.
+_Inserted = tuple[list[Job], list[Job]]
+_NEEDS_ASYNC = (
+    "connection= takes a psycopg AsyncConnection here; with a (sync) psycopg Connection, "
+    "call defer_sync, enqueue_sync or enqueue_many_sync"
+)
+_NEEDS_SYNC = (
+    "connection= takes a (sync) psycopg Connection here; with an AsyncConnection, "
+    "call defer, enqueue or enqueue_many"
+)
 
 
 def _int_array(values: Iterable[int]) -> str:
@@ -269,6 +296,16 @@ def _insert_row(job: NewJob) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _unavailable_as_our_error() -> Iterator[None]:
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise DatabaseUnavailableError(f"no database connection free: {exc}") from exc
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc
+
+
 class PostgresDriver:
     dialect = "postgres"
 
@@ -289,6 +326,9 @@ class PostgresDriver:
             kwargs={"autocommit": True},
         )
         self._opened = False
+        # Synchronous producers (enqueue_many_sync) get their own pool, made on first use.
+        self._sync_pool: ConnectionPool[Any] | None = None
+        self._sync_pool_lock = threading.Lock()
         # Fair claiming: the last tenant each worker of this process served.
         self._tenant_cursor: dict[str, str] = {}
         self._analyzed_at: float | None = None  # monotonic time of this process's last ANALYZE
@@ -310,22 +350,45 @@ class PostgresDriver:
         if self._opened:
             await self._pool.close()
             self._opened = False
+        if self._sync_pool is not None:
+            await asyncio.to_thread(self.close_sync)
+
+    def close_sync(self) -> None:
+        with self._sync_pool_lock:
+            pool, self._sync_pool = self._sync_pool, None
+        if pool is not None:
+            pool.close()
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A pooled connection inside a transaction that commits on success.
+        """A pooled connection in autocommit mode (use _transaction for several statements).
 
         Connection-level failures surface as DatabaseUnavailableError so callers (the API's
         503, the worker's backoff) need not know psycopg's exception tree.
         """
         await self.open()
-        try:
+        with _unavailable_as_our_error():
             async with self._pool.connection() as conn:
                 yield conn
-        except PoolTimeout as exc:
-            raise DatabaseUnavailableError(f"no database connection free: {exc}") from exc
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _connection_sync(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the synchronous pool, in autocommit mode, like _connection's."""
+        with self._sync_pool_lock:
+            if self._sync_pool is None:
+                self._sync_pool = ConnectionPool(
+                    self._url,
+                    min_size=1,
+                    max_size=self._settings.pool_max_size,
+                    timeout=self._settings.pool_timeout_s,
+                    configure=_configure_sync_connection,
+                    kwargs={"autocommit": True},
+                    open=False,
+                )
+                self._sync_pool.open(wait=False)
+            pool = self._sync_pool
+        with _unavailable_as_our_error(), pool.connection() as conn:
+            yield conn
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -405,37 +468,104 @@ class PostgresDriver:
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         if not jobs:
             return []
-        for job in jobs:
-            validate_new_job(job)
+        plan, atomic = self._insert_plan(jobs)
         if connection is not None:
             # The caller's transaction: the jobs and their wake-up commit (or not) with it.
-            created = await self._insert(connection, jobs)
+            if not isinstance(connection, AsyncConnection):
+                raise ConfigurationError(_NEEDS_ASYNC)
+            created = await self._run_insert(connection, plan, atomic)
         else:
-            # Dependencies and quotas take several statements that must commit together.
-            guarded = any(j.depends_on for j in jobs) or (
-                self._settings.tenant_max_queued and any(j.tenant for j in jobs)
-            )
-            opened = self._transaction() if guarded else self._connection()
-            async with opened as conn:
-                created = await self._insert(conn, jobs)
+            async with self._connection() as conn:
+                created = await self._run_insert(conn, plan, atomic)
             for queue in sorted({j.queue for j in jobs}):
                 self._bus.publish("new", queue)
-        return match_inserted(jobs, created[0], created[1])
+        return match_inserted(jobs, *created)
 
-    async def _insert(
-        self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]
-    ) -> tuple[list[Job], list[Job]]:
-        await self._check_tenant_quota(conn, jobs)
+    def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+        if not jobs:
+            return []
+        plan, atomic = self._insert_plan(jobs)
+        if connection is not None:
+            if not isinstance(connection, psycopg.Connection):
+                raise ConfigurationError(_NEEDS_SYNC)
+            created = self._run_insert_sync(connection, plan, atomic)
+        else:
+            with self._connection_sync() as conn:
+                created = self._run_insert_sync(conn, plan, atomic)
+        # No local wake-up: this may be any thread, and the listeners of this process hear
+        # the server's notification like those of every other process.
+        return match_inserted(jobs, *created)
+
+    def _insert_plan(self, jobs: Sequence[NewJob]) -> tuple[Plan[_Inserted], bool]:
+        """The statements that insert ``jobs``, and whether they must run in one transaction
+        (a savepoint inside the caller's): dependencies and quotas take several statements
+        that must commit together, and a COPY reads now() and the ids in the statement before
+        it."""
+        for job in jobs:
+            validate_new_job(job)
+        plain = plain_batch(jobs)
+        atomic = (
+            any(j.depends_on for j in jobs)
+            or bool(self._settings.tenant_max_queued and any(j.tenant for j in jobs))
+            or (plain and len(jobs) >= COPY_MIN_JOBS)
+        )
+        return self._insert(jobs, plain), atomic
+
+    async def _run_insert(
+        self, conn: AsyncConnection[Any], plan: Plan[_Inserted], atomic: bool
+    ) -> _Inserted:
+        async def execute(step: Step) -> list[Any]:
+            if isinstance(step, CopyIn):
+                async with conn.cursor().copy(self._q[step.query]) as copy:
+                    for chunk in step.chunks:
+                        await copy.write(chunk)
+                return []
+            if isinstance(step, RunMany):
+                await conn.cursor().executemany(self._q[step.query], step.rows)
+                return []
+            cur = conn.cursor(row_factory=_job_row) if step.jobs else conn.cursor()
+            await cur.execute(self._q[step.query], step.params)
+            return await cur.fetchall() if cur.description is not None else []
+
+        if not atomic:
+            return await drive_async(plan, execute)
+        async with conn.transaction():
+            return await drive_async(plan, execute)
+
+    def _run_insert_sync(
+        self, conn: psycopg.Connection[Any], plan: Plan[_Inserted], atomic: bool
+    ) -> _Inserted:
+        def execute(step: Step) -> list[Any]:
+            if isinstance(step, CopyIn):
+                with conn.cursor().copy(self._q[step.query]) as copy:
+                    for chunk in step.chunks:
+                        copy.write(chunk)
+                return []
+            if isinstance(step, RunMany):
+                conn.cursor().executemany(self._q[step.query], step.rows)
+                return []
+            cur = conn.cursor(row_factory=_job_row) if step.jobs else conn.cursor()
+            cur.execute(self._q[step.query], step.params)
+            return cur.fetchall() if cur.description is not None else []
+
+        if not atomic:
+            return drive(plan, execute)
+        with conn.transaction():
+            return drive(plan, execute)
+
+    def _insert(self, jobs: Sequence[NewJob], plain: bool) -> Plan[_Inserted]:
+        """Inserts ``jobs``; returns the jobs created and the existing ones some keys led to."""
+        yield from self._check_tenant_quota(jobs)
         # The statements NOTIFY too; the notification goes out when their transaction commits
         # (the caller's own, with connection=), so no worker wakes before it can see the rows.
-        if plain_batch(jobs):
+        if plain:
             if len(jobs) == 1:
-                return [await self._insert_plain_job(conn, jobs[0])], []
+                return [(yield from self._insert_plain_job(jobs[0]))], []
             if len(jobs) >= COPY_MIN_JOBS:
-                return await self._copy_insert(conn, jobs), []
+                return (yield from self._copy_insert(jobs)), []
         rows = [_insert_row(j) for j in jobs]
-        orphaned = await self._prepare_dependents(conn, jobs, rows)
-        inserted, existing = await self._insert_pass(conn, jobs, rows, orphaned)
+        orphaned = yield from self._prepare_dependents(jobs, rows)
+        inserted, existing = yield from self._insert_pass(jobs, rows, orphaned)
         # A job skipped for a unique key whose holder finished before the lookup found it
         # has neither a row nor a holder: insert it again (the key is free now).
         for _ in range(3):
@@ -450,62 +580,51 @@ class PostgresDriver:
             ]
             if not again:
                 break
-            more, held = await self._insert_pass(
-                conn, [jobs[i] for i in again], [rows[i] for i in again], orphaned
+            more, held = yield from self._insert_pass(
+                [jobs[i] for i in again], [rows[i] for i in again], orphaned
             )
             inserted += more
             existing += held
         return inserted, existing
 
-    async def _insert_pass(
-        self,
-        conn: AsyncConnection[Any],
-        jobs: Sequence[NewJob],
-        rows: list[dict[str, Any]],
-        orphaned: dict[int, str] | None,
-    ) -> tuple[list[Job], list[Job]]:
+    def _insert_pass(
+        self, jobs: Sequence[NewJob], rows: list[dict[str, Any]], orphaned: dict[int, str] | None
+    ) -> Plan[_Inserted]:
         if len(rows) == 1:
             payload = storable_json(rows[0]["payload"])
-            cur = await conn.execute(self._q["insert_job"], {**rows[0], "payload": payload})
+            created = yield Run("insert_job", {**rows[0], "payload": payload})
             asked = {**rows[0], "payload": orjson.loads(payload)}  # as stored
-            inserted = _jobs_from_request([asked], await cur.fetchall())
+            inserted = _jobs_from_request([asked], created)
         else:
             batch = dump_json(rows)
             refuse_nul(batch, [row["payload"] for row in rows])
-            plain = conn.cursor()
-            await plain.execute(self._q["insert_jobs"], {"jobs": batch})
+            created = yield Run("insert_jobs", {"jobs": batch})
             # Decoded back, so each job carries its payload as stored (JSON), not as given.
-            inserted = _jobs_from_request(orjson.loads(batch), await plain.fetchall())
+            inserted = _jobs_from_request(orjson.loads(batch), created)
         if orphaned is not None:
-            inserted = await self._link_dependents(conn, inserted, orphaned)
+            inserted = yield from self._link_dependents(inserted, orphaned)
         existing: list[Job] = []
         if len(inserted) < len(rows):
             keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
             uniques = [j.unique_key for j in jobs if j.unique_key is not None]
-            cur = conn.cursor(row_factory=_job_row)
             if keys:
-                await cur.execute(self._q["jobs_by_idempotency_keys"], {"keys": keys})
-                existing += await cur.fetchall()
+                existing += yield Run("jobs_by_idempotency_keys", {"keys": keys}, jobs=True)
             if uniques:
-                await cur.execute(self._q["jobs_by_unique_keys"], {"keys": uniques})
-                existing += await cur.fetchall()
+                existing += yield Run("jobs_by_unique_keys", {"keys": uniques}, jobs=True)
         return inserted, existing
 
-    async def _insert_plain_job(self, conn: AsyncConnection[Any], job: NewJob) -> Job:
+    def _insert_plain_job(self, job: NewJob) -> Plan[Job]:
         encoded = storable_json(job.payload)
         timeout_s = None if job.timeout_s is None else float(job.timeout_s)
-        cur = await conn.execute(
-            self._q["insert_plain_job"],
+        [(job_id, run_at, created_at, _)] = yield Run(
+            "insert_plain_job",
             (job.queue, job.kind, encoded, job.priority, job.run_at, job.max_attempts,
              job.tenant, timeout_s, job.request_id),
         )  # fmt: skip
-        row = await cur.fetchone()
-        assert row is not None  # an INSERT without ON CONFLICT makes its row or raises
-        job_id, run_at, created_at, _ = row
         # The payload as stored (decoded again), like the other insert paths return it.
         return queued_job(job_id, job, orjson.loads(encoded), run_at, created_at)
 
-    async def _copy_insert(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> list[Job]:
+    def _copy_insert(self, jobs: Sequence[NewJob]) -> Plan[list[Job]]:
         """Many plain jobs (no keys, no dependencies) by COPY: about twice the rows per second
         of the INSERT. COPY returns nothing, so the ids are taken from the sequence first and
         written explicitly (COPY may fill an identity column), and the transaction's now() is
@@ -515,26 +634,27 @@ class PostgresDriver:
         and indexes one slice while this process encodes the next (they run on other cores).
         """
         queues = sorted({job.queue for job in jobs})
-        async with conn.transaction():  # a savepoint inside the caller's own transaction
-            cur = await conn.execute(self._q["reserve_ids"], {"count": len(jobs), "queues": queues})
-            reserved = await cur.fetchone()
-            assert reserved is not None
-            now, ids = reserved[0], sorted(reserved[1])
-            encode = _CopyEncoder(now)
-            created: list[Job] = []
-            async with conn.cursor().copy(self._q["copy_jobs"]) as copy:
-                for start in range(0, len(jobs), COPY_SLICE_JOBS):
-                    end = start + COPY_SLICE_JOBS
-                    rows = [
-                        (job_id, job, storable_json(job.payload))
-                        for job_id, job in zip(ids[start:end], jobs[start:end], strict=True)
-                    ]
-                    await copy.write("".join([encode.line(*row) for row in rows]).encode())
-                    # The slice's Jobs are built while the server ingests its rows.
-                    created += [encode.job(*row) for row in rows]
+        [(now, reserved, _)] = yield Run("reserve_ids", {"count": len(jobs), "queues": queues})
+        ids = sorted(reserved)
+        encode = _CopyEncoder(now)
+        created: list[Job] = []
+
+        def slices() -> Iterator[bytes]:
+            for start in range(0, len(jobs), COPY_SLICE_JOBS):
+                end = start + COPY_SLICE_JOBS
+                rows = [
+                    (job_id, job, storable_json(job.payload))
+                    for job_id, job in zip(ids[start:end], jobs[start:end], strict=True)
+                ]
+                yield "".join([encode.line(*row) for row in rows]).encode()
+                # Resumed once the slice is written: its Jobs are built while the server
+                # ingests its rows.
+                created.extend([encode.job(*row) for row in rows])
+
+        yield CopyIn("copy_jobs", slices())
         return created
 
-    async def _check_tenant_quota(self, conn: AsyncConnection[Any], jobs: Sequence[NewJob]) -> None:
+    def _check_tenant_quota(self, jobs: Sequence[NewJob]) -> Plan[None]:
         quota = self._settings.tenant_max_queued
         if not quota:
             return
@@ -543,23 +663,22 @@ class PostgresDriver:
             if job.tenant is not None:
                 adding[job.tenant] = adding.get(job.tenant, 0) + 1
         for tenant in sorted(adding):  # one lock order for every process: no deadlocks
-            await conn.execute(self._q["tenant_lock"], {"key": TENANT_LOCK_KEY, "tenant": tenant})
-            cur = await conn.execute(self._q["tenant_queued"], {"tenant": tenant})
-            row = await cur.fetchone()
-            if (row[0] if row else 0) + adding[tenant] > quota:
+            yield Run("tenant_lock", {"key": TENANT_LOCK_KEY, "tenant": tenant})
+            found = yield Run("tenant_queued", {"tenant": tenant})
+            if (found[0][0] if found else 0) + adding[tenant] > quota:
                 raise TenantQuotaExceeded(tenant, quota)
 
-    async def _prepare_dependents(
-        self, conn: AsyncConnection[Any], jobs: Sequence[NewJob], rows: list[dict[str, Any]]
-    ) -> dict[int, str] | None:
+    def _prepare_dependents(
+        self, jobs: Sequence[NewJob], rows: list[dict[str, Any]]
+    ) -> Plan[dict[int, str] | None]:
         """Lock and flag the parents; set each dependent's first status. Returns the failed or
         cancelled parents by id (their dependents are cancelled once inserted), or None when
         no job has dependencies."""
         parents = sorted({p for j in jobs for p in j.depends_on})
         if not parents:
             return None
-        cur = await conn.execute(self._q["mark_parents"], {"ids": parents})
-        status_of = {int(r[0]): str(r[1]) for r in await cur.fetchall()}
+        found = yield Run("mark_parents", {"ids": parents})
+        status_of = {int(r[0]): str(r[1]) for r in found}
         missing = [p for p in parents if p not in status_of]
         if missing:
             raise InvalidJobError(f"depends_on: no job with id {', '.join(map(str, missing))}")
@@ -572,12 +691,10 @@ class PostgresDriver:
             if status in (JobStatus.FAILED, JobStatus.CANCELLED)
         }
 
-    async def _link_dependents(
-        self, conn: AsyncConnection[Any], inserted: list[Job], orphaned: dict[int, str]
-    ) -> list[Job]:
+    def _link_dependents(self, inserted: list[Job], orphaned: dict[int, str]) -> Plan[list[Job]]:
         pairs = [(p, job.id) for job in inserted for p in job.depends_on]
-        await conn.execute(
-            self._q["insert_dependencies"],
+        yield Run(
+            "insert_dependencies",
             {"parents": [p for p, _ in pairs], "jobs": [j for _, j in pairs]},
         )
         settled = []
@@ -585,9 +702,8 @@ class PostgresDriver:
             failed = [p for p in job.depends_on if p in orphaned]
             if job.status == JobStatus.WAITING and failed:
                 reason = f"dependency {failed[0]} {orphaned[failed[0]]}"
-                cur = conn.cursor(row_factory=_job_row)
-                await cur.execute(self._q["cancel_born_orphaned"], {"id": job.id, "reason": reason})
-                job = (await cur.fetchall())[0]
+                args = {"id": job.id, "reason": reason}
+                [job] = yield Run("cancel_born_orphaned", args, jobs=True)
             settled.append(job)
         return settled
 

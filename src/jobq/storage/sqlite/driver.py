@@ -17,8 +17,17 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +76,7 @@ from ..common import (
     storable_json,
     validate_new_job,
 )
+from ..plans import CopyIn, Plan, Run, RunMany, Step, drive, drive_async
 from ..sqlfiles import Migration, load_migrations, load_queries, pending_migrations
 
 log = logging.getLogger("jobq.storage.sqlite")
@@ -192,6 +202,23 @@ def _unavailable_reason(exc: sqlite3.Error, busy_timeout_ms: int) -> str | None:
     return None
 
 
+def _statement(step: Run | CopyIn) -> Run:
+    if isinstance(step, CopyIn):
+        raise UnsupportedFeatureError("COPY is PostgreSQL's: SQLite inserts by executemany")
+    return step
+
+
+def _session_pragmas(busy_timeout_ms: int) -> list[str]:
+    """What every connection sets (WAL is a property of the file, set once; see _enable_wal)."""
+    return [
+        f"PRAGMA busy_timeout = {busy_timeout_ms:d}",
+        "PRAGMA synchronous = NORMAL",
+        "PRAGMA foreign_keys = ON",
+        # A cancelled dependent must cancel its own dependents (migration 0004).
+        "PRAGMA recursive_triggers = ON",
+    ]
+
+
 def split_statements(script: str) -> list[str]:
     """A SQL script as its separate statements. executescript would do this for us, but it
     commits any open transaction first, and migrations must run inside one."""
@@ -231,6 +258,10 @@ class SqliteDriver:
         self._write_lock = asyncio.Lock()
         # Fair claiming: the last tenant each worker of this process served.
         self._tenant_cursor: dict[str, str] = {}
+        # Synchronous producers (enqueue_many_sync), from any thread: one connection of their
+        # own, made on first use, one plan at a time.
+        self._sync_conn: sqlite3.Connection | None = None
+        self._sync_lock = threading.Lock()
         # The task inside a write transaction: if it calls back into the driver for another
         # write it would wait on itself forever; it gets an error instead.
         self._write_owner: asyncio.Task[Any] | None = None
@@ -276,6 +307,57 @@ class SqliteDriver:
                 if conn is not None:
                     with contextlib.suppress(sqlite3.Error):
                         await conn.close()
+        if self._sync_conn is not None:
+            await asyncio.to_thread(self.close_sync)
+
+    def close_sync(self) -> None:
+        with self._sync_lock:
+            conn, self._sync_conn = self._sync_conn, None
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+    @contextlib.contextmanager
+    def _sync_writer(self, transaction: bool) -> Iterator[sqlite3.Connection]:
+        """The synchronous producers' connection, inside ``BEGIN IMMEDIATE`` when
+        ``transaction`` (committed when the block ends without error, else rolled back). It
+        writes beside this process's other connections as another process would: SQLite's
+        file lock orders them, waiting up to the busy timeout."""
+        with self._sync_lock:
+            if self._sync_conn is None:
+                self._sync_conn = self._connect_sync()
+            conn = self._sync_conn
+            if not transaction:
+                yield conn
+                return
+            with self._translate():
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                with self._translate():
+                    conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _connect_sync(self) -> sqlite3.Connection:
+        # No WAL switch here: a file jobq has migrated is in WAL mode already.
+        with self._translate():
+            conn = sqlite3.connect(
+                self._path,
+                isolation_level=None,
+                timeout=self._busy_timeout_ms / 1000,
+                check_same_thread=False,  # used from any thread, one at a time (the lock)
+            )
+            try:
+                conn.row_factory = sqlite3.Row
+                for pragma in _session_pragmas(self._busy_timeout_ms):
+                    conn.execute(pragma)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     async def _connect(self) -> aiosqlite.Connection:
         with self._translate():
@@ -284,12 +366,9 @@ class SqliteDriver:
             )
             try:
                 conn.row_factory = sqlite3.Row
-                await conn.execute_fetchall(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
+                for pragma in _session_pragmas(self._busy_timeout_ms):
+                    await conn.execute_fetchall(pragma)
                 await self._enable_wal(conn)
-                await conn.execute_fetchall("PRAGMA synchronous = NORMAL")
-                await conn.execute_fetchall("PRAGMA foreign_keys = ON")
-                # A cancelled dependent must cancel its own dependents (migration 0004).
-                await conn.execute_fetchall("PRAGMA recursive_triggers = ON")
             except BaseException:
                 await conn.close()
                 raise
@@ -482,30 +561,77 @@ class SqliteDriver:
 
     # ------------------------------------------------------------------ producing
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
-        if connection is not None:
-            raise UnsupportedFeatureError(
-                "enqueueing inside your own transaction needs PostgreSQL; with SQLite, "
-                "enqueue after your transaction commits (call enqueue without connection=)"
-            )
         if not jobs:
             return []
-        for job in jobs:
-            validate_new_job(job)
-        payloads = [storable_json(j.payload) for j in jobs]
-        if plain_batch(jobs):
-            created = await self._insert_plain(jobs, payloads)
+        plan, atomic = self._insert_plan(jobs, connection)
+        if atomic:
+            async with self._transaction() as conn:
+                created = await drive_async(plan, self._executor(conn))
         else:
-            created = await self._insert_with_keys(jobs, payloads)
+            self._refuse_reentry()
+            async with self._write_lock:
+                created = await drive_async(plan, self._executor(await self._writer_conn()))
         for queue in sorted({j.queue for j in jobs}):
             self._bus.publish("new", queue)
         return created
 
-    async def _insert_plain(self, jobs: Sequence[NewJob], payloads: list[str]) -> list[Job]:
+    def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+        if not jobs:
+            return []
+        plan, atomic = self._insert_plan(jobs, connection)
+        with self._sync_writer(atomic) as conn:
+            # No local wake-up: this may be any thread. The workers of this process find the
+            # jobs when they next poll, as they find those of other processes.
+            return drive(plan, self._executor_sync(conn))
+
+    def _insert_plan(self, jobs: Sequence[NewJob], connection: Any) -> tuple[Plan[list[Job]], bool]:
+        """The statements that insert ``jobs``, and whether they need a write transaction
+        (all but a single plain job, which is one statement)."""
+        if connection is not None:
+            raise UnsupportedFeatureError(
+                "enqueueing inside your own transaction needs PostgreSQL; with SQLite, "
+                "enqueue after your transaction commits (call it without connection=)"
+            )
+        for job in jobs:
+            validate_new_job(job)
+        payloads = [storable_json(j.payload) for j in jobs]
+        if not plain_batch(jobs):
+            return self._insert_with_keys(jobs, payloads), True
+        single = len(jobs) == 1 and not (self._settings.tenant_max_queued and jobs[0].tenant)
+        return self._insert_plain(jobs, payloads, single), not single
+
+    def _executor(self, conn: aiosqlite.Connection) -> Callable[[Step], Awaitable[list[Any]]]:
+        async def execute(step: Step) -> list[Any]:
+            with self._translate():
+                if isinstance(step, RunMany):
+                    await conn.executemany(self._q[step.query], step.rows)
+                    return []
+                run = _statement(step)
+                rows = list(await conn.execute_fetchall(self._q[run.query], run.params))
+            return _jobs(rows) if run.jobs else rows
+
+        return execute
+
+    def _executor_sync(self, conn: sqlite3.Connection) -> Callable[[Step], list[Any]]:
+        def execute(step: Step) -> list[Any]:
+            with self._translate():
+                if isinstance(step, RunMany):
+                    conn.executemany(self._q[step.query], step.rows)
+                    return []
+                run = _statement(step)
+                rows = conn.execute(self._q[run.query], run.params).fetchall()
+            return _jobs(rows) if run.jobs else rows
+
+        return execute
+
+    def _insert_plain(
+        self, jobs: Sequence[NewJob], payloads: list[str], single: bool
+    ) -> Plan[list[Job]]:
         """Jobs without keys or parents: every one is a new row, so they go in by executemany
-        with ids chosen here (the write lock is held from BEGIN IMMEDIATE to COMMIT, so the
-        next free ids cannot move), and come back built from the request, not read back.
-        (Building them while aiosqlite's thread inserts was measured no faster: the two
-        threads trade the GIL on every row.)"""
+        with ids chosen here (the write transaction holds the file's write lock from BEGIN
+        IMMEDIATE to COMMIT, so the next free ids cannot move), and come back built from the
+        request, not read back. (Building them while aiosqlite's thread inserts was measured
+        no faster: the two threads trade the GIL on every row.)"""
         now = time.time()
         created_at = _datetime(now)
         # The columns after the id, in insert_plain_job's (and insert_one_plain_job's) order.
@@ -524,17 +650,16 @@ class SqliteDriver:
             )
             for job, encoded in zip(jobs, payloads, strict=True)
         ]
-        if len(jobs) == 1 and not (self._settings.tenant_max_queued and jobs[0].tenant):
+        if single:
             # One statement, its own transaction: one trip to aiosqlite's thread, not four.
-            [(first_id,)] = await self._write("insert_one_plain_job", values[0])
+            [(first_id,)] = yield Run("insert_one_plain_job", values[0])
         else:
-            async with self._transaction() as conn:
-                await self._check_tenant_quota(conn, jobs)
-                [(last_id,)] = await self._run(conn, "last_job_id", {})
-                first_id = last_id + 1
-                rows = [(first_id + i, *row) for i, row in enumerate(values)]
-                with self._translate():
-                    await conn.executemany(self._q["insert_plain_job"], rows)
+            yield from self._check_tenant_quota(jobs)
+            [(last_id,)] = yield Run("last_job_id", {})
+            first_id = last_id + 1
+            yield RunMany(
+                "insert_plain_job", [(first_id + i, *row) for i, row in enumerate(values)]
+            )
         return [
             queued_job(
                 first_id + i,
@@ -546,7 +671,7 @@ class SqliteDriver:
             for i, (job, row) in enumerate(zip(jobs, values, strict=True))
         ]
 
-    async def _insert_with_keys(self, jobs: Sequence[NewJob], payloads: list[str]) -> list[Job]:
+    def _insert_with_keys(self, jobs: Sequence[NewJob], payloads: list[str]) -> Plan[list[Job]]:
         rows = [
             {
                 "queue": j.queue,
@@ -568,27 +693,24 @@ class SqliteDriver:
             for j, payload in zip(jobs, payloads, strict=True)
         ]
         now = time.time()
-        async with self._transaction() as conn:
-            await self._check_tenant_quota(conn, jobs)
-            orphaned = await self._prepare_dependents(conn, jobs, rows)
-            params = {"jobs": dump_json(rows), "now": now}
-            inserted = _jobs(await self._run(conn, "insert_jobs", params))
-            if orphaned is not None:
-                inserted = await self._link_dependents(conn, inserted, orphaned, now)
-            existing: list[Job] = []
-            if len(inserted) < len(jobs):
-                keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
-                uniques = [j.unique_key for j in jobs if j.unique_key is not None]
-                for query, values in (
-                    ("jobs_by_idempotency_keys", keys),
-                    ("jobs_by_unique_keys", uniques),
-                ):
-                    if values:
-                        found = await self._run(conn, query, {"keys": dump_json(values)})
-                        existing += _jobs(found)
+        yield from self._check_tenant_quota(jobs)
+        orphaned = yield from self._prepare_dependents(jobs, rows)
+        inserted = yield Run("insert_jobs", {"jobs": dump_json(rows), "now": now}, jobs=True)
+        if orphaned is not None:
+            inserted = yield from self._link_dependents(inserted, orphaned, now)
+        existing: list[Job] = []
+        if len(inserted) < len(jobs):
+            keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
+            uniques = [j.unique_key for j in jobs if j.unique_key is not None]
+            for query, values in (
+                ("jobs_by_idempotency_keys", keys),
+                ("jobs_by_unique_keys", uniques),
+            ):
+                if values:
+                    existing += yield Run(query, {"keys": dump_json(values)}, jobs=True)
         return match_inserted(jobs, inserted, existing)
 
-    async def _check_tenant_quota(self, conn: aiosqlite.Connection, jobs: Sequence[NewJob]) -> None:
+    def _check_tenant_quota(self, jobs: Sequence[NewJob]) -> Plan[None]:
         # Inside the write transaction: no other process can enqueue between count and insert.
         quota = self._settings.tenant_max_queued
         if not quota:
@@ -598,19 +720,19 @@ class SqliteDriver:
             if job.tenant is not None:
                 adding[job.tenant] = adding.get(job.tenant, 0) + 1
         for tenant, count in adding.items():
-            [(queued,)] = await self._run(conn, "tenant_queued", {"tenant": tenant})
+            [(queued,)] = yield Run("tenant_queued", {"tenant": tenant})
             if queued + count > quota:
                 raise TenantQuotaExceeded(tenant, quota)
 
-    async def _prepare_dependents(
-        self, conn: aiosqlite.Connection, jobs: Sequence[NewJob], rows: list[dict[str, Any]]
-    ) -> dict[int, str] | None:
+    def _prepare_dependents(
+        self, jobs: Sequence[NewJob], rows: list[dict[str, Any]]
+    ) -> Plan[dict[int, str] | None]:
         """Flag the parents and set each dependent's first status; the failed or cancelled
         parents by id (None when no job has dependencies). See the PostgreSQL driver."""
         parents = sorted({p for j in jobs for p in j.depends_on})
         if not parents:
             return None
-        found = await self._run(conn, "mark_parents", {"ids": dump_json(parents)})
+        found = yield Run("mark_parents", {"ids": dump_json(parents)})
         status_of = {int(r[0]): str(r[1]) for r in found}
         missing = [p for p in parents if p not in status_of]
         if missing:
@@ -624,18 +746,18 @@ class SqliteDriver:
             if status in (JobStatus.FAILED, JobStatus.CANCELLED)
         }
 
-    async def _link_dependents(
-        self, conn: aiosqlite.Connection, inserted: list[Job], orphaned: dict[int, str], now: float
-    ) -> list[Job]:
+    def _link_dependents(
+        self, inserted: list[Job], orphaned: dict[int, str], now: float
+    ) -> Plan[list[Job]]:
         pairs = [[p, job.id] for job in inserted for p in job.depends_on]
-        await self._run(conn, "insert_dependencies", {"pairs": dump_json(pairs)})
+        yield Run("insert_dependencies", {"pairs": dump_json(pairs)})
         settled = []
         for job in inserted:
             failed = [p for p in job.depends_on if p in orphaned]
             if job.status == JobStatus.WAITING and failed:
                 reason = f"dependency {failed[0]} {orphaned[failed[0]]}"
                 args = {"id": job.id, "reason": reason, "now": now}
-                job = _job((await self._run(conn, "cancel_born_orphaned", args))[0])
+                [job] = yield Run("cancel_born_orphaned", args, jobs=True)
             settled.append(job)
         return settled
 

@@ -1,0 +1,70 @@
+"""Statement plans: a piece of storage work written once and run over an asynchronous or a
+synchronous connection.
+
+Enqueueing takes up to a dozen statements (tenant quota, dependencies, unique keys, COPY)
+whose order and checks must not differ between ``enqueue_many`` and ``enqueue_many_sync``. So
+that logic is a generator: it yields each step and is sent back the step's rows, while a
+driver's ``execute`` does the input and output with whichever kind of connection it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One statement from the driver's queries file; the plan is sent its rows (a list: Jobs
+    when ``jobs`` is true, else tuples; empty for a statement that returns nothing)."""
+
+    query: str
+    params: Any
+    jobs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunMany:
+    """One statement executed once for each parameter row (no rows back)."""
+
+    query: str
+    rows: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CopyIn:
+    """``COPY ... FROM STDIN`` fed with ``chunks``. The chunks are pulled one at a time, each
+    after the previous one was written, so the producer can do other work (build the Jobs it
+    will return) while the server ingests."""
+
+    query: str
+    chunks: Iterator[bytes]
+
+
+Step = Run | RunMany | CopyIn
+Plan = Generator[Step, Any, T]
+
+
+def drive(plan: Plan[T], execute: Callable[[Step], Any]) -> T:
+    """Run a plan to its end over a synchronous connection (``execute`` runs one step)."""
+    reply: Any = None
+    while True:
+        try:
+            step = plan.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply = execute(step)
+
+
+async def drive_async(plan: Plan[T], execute: Callable[[Step], Awaitable[Any]]) -> T:
+    """Run a plan to its end over an asynchronous connection."""
+    reply: Any = None
+    while True:
+        try:
+            step = plan.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply = await execute(step)

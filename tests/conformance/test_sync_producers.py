@@ -1,0 +1,170 @@
+"""Synchronous producers (``defer_sync``, ``enqueue_sync``, ``enqueue_many_sync``): the same
+inserts as the asynchronous API, over connections of their own, from any thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobq import JobContext, JobQueue
+from jobq.errors import ConfigurationError, InvalidJobError, UnsupportedFeatureError
+from jobq.model import JobStatus
+from jobq.storage.base import NewJob
+
+
+@pytest.fixture
+async def jq(db_url: str) -> AsyncIterator[JobQueue]:
+    queue = JobQueue(db_url)
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+async def test_every_insert_path_returns_what_is_stored(jq: JobQueue) -> None:
+    """One plain job, a large plain batch (COPY on PostgreSQL), keys, unique keys and
+    dependencies: what the sync API returns is what a read gives back."""
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    [single] = await asyncio.to_thread(
+        jq.enqueue_many_sync,
+        [NewJob(kind="k", payload={"a": [1, None]}, priority=-2, run_at=later, timeout_s=3)],
+    )
+    batch = [NewJob(kind="b", payload={"n": i}, tenant=f"t{i % 2}") for i in range(1_200)]
+    plain = await asyncio.to_thread(jq.enqueue_many_sync, batch)
+    keyed = [
+        NewJob(kind="c", idempotency_key="key-1"),
+        NewJob(kind="c", idempotency_key="key-1"),
+        NewJob(kind="d", unique_key="u-1"),
+        NewJob(kind="e", depends_on=(single.id,)),
+    ]
+    with_keys = await asyncio.to_thread(jq.enqueue_many_sync, keyed)
+    assert with_keys[0] == with_keys[1]
+    assert with_keys[3].status is JobStatus.WAITING
+    again = await asyncio.to_thread(jq.enqueue_sync, "c", idempotency_key="key-1")
+    assert again == with_keys[0]
+
+    returned = [single, *plain, *with_keys]
+    assert [j.payload["n"] for j in plain] == list(range(1_200))
+    for job in returned:
+        assert job == await jq.get(job.id)
+    assert sum(s.count for s in await jq.stats()) == 1 + 1_200 + 3
+
+
+async def test_bad_input_is_refused_and_stores_nothing(jq: JobQueue) -> None:
+    with pytest.raises(InvalidJobError, match="priority"):
+        await asyncio.to_thread(
+            jq.enqueue_many_sync, [NewJob(kind="ok"), NewJob(kind="bad", priority=5000)]
+        )
+    batch = [NewJob(kind="k", payload={"n": i}) for i in range(300)]
+    batch[250] = NewJob(kind="k", payload={"text": "nul\x00here"})
+    with pytest.raises(InvalidJobError):
+        await asyncio.to_thread(jq.enqueue_many_sync, batch)
+    with pytest.raises(InvalidJobError, match="depends_on"):
+        await asyncio.to_thread(jq.enqueue_sync, "k", depends_on=[123456])
+    assert await jq.stats() == []
+    # Still usable after the refusals.
+    assert len(await asyncio.to_thread(jq.enqueue_many_sync, batch[:250])) == 250
+
+
+async def test_threads_enqueue_at_once_and_every_job_is_stored_once(jq: JobQueue) -> None:
+    threads, each = 8, 40
+    start = threading.Barrier(threads)
+    ids: list[list[int]] = [[] for _ in range(threads)]
+
+    def produce(index: int) -> None:
+        start.wait(timeout=30)
+        for n in range(each):
+            ids[index].append(jq.enqueue_sync("k", {"thread": index, "n": n}).id)
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(threads) as pool:
+        await asyncio.gather(*(loop.run_in_executor(pool, produce, i) for i in range(threads)))
+    every = [job_id for produced in ids for job_id in produced]
+    assert len(set(every)) == threads * each
+    stored = await jq.list(limit=1000)
+    assert sorted(j.id for j in stored) == sorted(every)
+    assert {(j.payload["thread"], j.payload["n"]) for j in stored} == {
+        (i, n) for i in range(threads) for n in range(each)
+    }
+
+
+async def test_a_sync_task_defers_follow_up_work_that_a_worker_runs(jq: JobQueue) -> None:
+    """The common case: a sync task (in the worker's thread pool) enqueues the next step."""
+    done: list[Any] = []
+
+    @jq.task
+    def second(ctx: JobContext, value: int) -> int:
+        done.append(value)
+        return value * 2
+
+    @jq.task
+    def first(ctx: JobContext, value: int) -> int:
+        return second.defer_sync(value=value + 1).id
+
+    job = await first.defer(value=1)
+    await jq.run_worker(concurrency=4, burst=True)
+    parent = await jq.get(job.id)
+    assert parent.status is JobStatus.SUCCEEDED
+    child = await jq.get(parent.result)
+    assert (child.kind, child.status, child.result) == ("second", JobStatus.SUCCEEDED, 4)
+    assert done == [2]
+
+
+async def test_a_sync_connection_enqueues_inside_the_callers_transaction(pg_url: str) -> None:
+    jq = JobQueue(pg_url)
+    try:
+        with psycopg.connect(pg_url) as conn:
+            conn.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+            conn.commit()
+            with conn.transaction():
+                conn.execute("INSERT INTO orders VALUES (1)")
+                kept = jq.enqueue_sync("send_email", {"order": 1}, connection=conn)
+                many = jq.enqueue_many_sync(
+                    [NewJob(kind="bulk", payload={"n": i}) for i in range(150)], connection=conn
+                )
+
+            def failed_order() -> None:
+                with conn.transaction():
+                    conn.execute("INSERT INTO orders VALUES (2)")
+                    jq.enqueue_sync("send_email", {"order": 2}, connection=conn)
+                    raise RuntimeError("the order failed")
+
+            with pytest.raises(RuntimeError):
+                failed_order()
+            orders = conn.execute("SELECT id FROM orders").fetchall()
+        assert orders == [(1,)]
+        stored = await jq.list(limit=1000)
+        assert sorted(j.id for j in stored) == sorted([kept.id, *(j.id for j in many)])
+        assert (await jq.get(kept.id)).payload == {"order": 1}
+    finally:
+        await jq.close()
+
+
+async def test_a_connection_of_the_other_kind_is_refused_with_the_method_to_use(
+    pg_url: str,
+) -> None:
+    jq = JobQueue(pg_url)
+    try:
+        with (
+            psycopg.connect(pg_url) as conn,
+            pytest.raises(ConfigurationError, match="enqueue_sync"),
+        ):
+            await jq.enqueue("k", connection=conn)
+        async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
+            with pytest.raises(ConfigurationError, match="call defer, enqueue"):
+                jq.enqueue_sync("k", connection=aconn)
+        assert await jq.stats() == []
+    finally:
+        await jq.close()
+
+
+async def test_sqlite_refuses_a_callers_transaction(sqlite_url: str) -> None:
+    with JobQueue(sqlite_url) as jq, pytest.raises(UnsupportedFeatureError, match="PostgreSQL"):
+        jq.enqueue_sync("k", connection=object())
