@@ -18,16 +18,19 @@ BATCH = 150  # above PostgreSQL's COPY threshold
 
 
 def produce(url: str, producer: int, start: Any) -> list[tuple[int, int, int]]:
-    """Enqueue BATCHES plain batches once every producer is ready; (id, producer, n) for
-    every job, as returned."""
+    """Enqueue BATCHES plain batches, each once every producer is ready for it; (id,
+    producer, n) for every job, as returned."""
 
     async def run() -> list[tuple[int, int, int]]:
         driver = connect(url)
         try:
             await driver.ping()  # connected before the race starts
-            start.wait()
             returned: list[tuple[int, int, int]] = []
             for batch in range(BATCHES):
+                # Every batch starts a new round of the race: otherwise, on SQLite, one
+                # producer can take the write lock again and again while the others sleep in
+                # the busy handler, and the producers run one after another.
+                start.wait()
                 jobs = [
                     NewJob(kind="k", payload={"p": producer, "n": batch * BATCH + i})
                     for i in range(BATCH)
