@@ -15,6 +15,7 @@ from .pg_server import PgServer
 
 EXPECTED_CASES = {
     "enqueue one by one",
+    "enqueue one by one (sync)",
     "enqueue_many (chunks of 5000)",
     "drain, 1 worker process(es)",
     "drain, 2 worker process(es)",

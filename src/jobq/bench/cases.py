@@ -79,6 +79,19 @@ async def enqueue_one_by_one(url: str, n: int, server: ServerCpu) -> CaseResult:
     return await _measure_enqueue(url, n, server, "enqueue one by one", one_at_a_time)
 
 
+async def enqueue_one_by_one_sync(url: str, n: int, server: ServerCpu) -> CaseResult:
+    """The same, from synchronous code (enqueue_many_sync, in a thread of its own)."""
+
+    async def one_at_a_time(jq: JobQueue) -> None:
+        def produce() -> None:
+            for _ in range(n):
+                jq.enqueue_many_sync([NewJob(kind="noop")])
+
+        await asyncio.to_thread(produce)
+
+    return await _measure_enqueue(url, n, server, "enqueue one by one (sync)", one_at_a_time)
+
+
 async def enqueue_bulk(url: str, n: int, server: ServerCpu, chunk: int) -> CaseResult:
     jobs = [NewJob(kind="noop") for _ in range(n)]
 

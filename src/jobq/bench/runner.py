@@ -31,6 +31,7 @@ from .cases import (
     end_to_end,
     enqueue_bulk,
     enqueue_one_by_one,
+    enqueue_one_by_one_sync,
     idle_latency,
     worker_env,
 )
@@ -130,6 +131,7 @@ async def run_cases(
         one_by_one = min(n, 5000)
         for count, chunk, make in (
             (one_by_one, None, lambda u: enqueue_one_by_one(u, one_by_one, server)),
+            (one_by_one, None, lambda u: enqueue_one_by_one_sync(u, one_by_one, server)),
             (n, BULK_CHUNK, lambda u: enqueue_bulk(u, n, server, BULK_CHUNK)),
         ):
             result = await case(make)
