@@ -43,6 +43,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _found(job_id: int, job: Job | None) -> Job:
+    if job is None:
+        raise JobNotFoundError(f"no job with id {job_id}")
+    return job
+
+
 class EnqueueOptions(TypedDict, total=False):
     """What ``enqueue`` and ``enqueue_sync`` take besides kind and payload (see new_job)."""
 
@@ -382,10 +388,11 @@ class JobQueue:
 
     # ------------------------------------------------------------------ managing
     async def get(self, job_id: int) -> Job:
-        job = await self.driver.get(job_id)
-        if job is None:
-            raise JobNotFoundError(f"no job with id {job_id}")
-        return job
+        return _found(job_id, await self.driver.get(job_id))
+
+    def get_sync(self, job_id: int) -> Job:
+        """``get`` for synchronous code (see ``enqueue_many_sync``)."""
+        return _found(job_id, self.driver.get_sync(job_id))
 
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """Wait until the job is finished (succeeded, failed or cancelled) and return it;

@@ -1,5 +1,6 @@
-"""Synchronous producers (``defer_sync``, ``enqueue_sync``, ``enqueue_many_sync``): the same
-inserts as the asynchronous API, over connections of their own, from any thread."""
+"""The synchronous API (``defer_sync``, ``enqueue_sync``, ``enqueue_many_sync``, ``get_sync``):
+the same inserts and reads as the asynchronous one, over connections of its own, from any
+thread."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ import psycopg
 import pytest
 
 from jobq import JobContext, JobQueue
-from jobq.errors import ConfigurationError, InvalidJobError, UnsupportedFeatureError
+from jobq.errors import (
+    ConfigurationError,
+    InvalidJobError,
+    JobNotFoundError,
+    UnsupportedFeatureError,
+)
 from jobq.model import JobStatus
 from jobq.storage.base import NewJob
 
@@ -54,7 +60,29 @@ async def test_every_insert_path_returns_what_is_stored(jq: JobQueue) -> None:
     assert [j.payload["n"] for j in plain] == list(range(1_200))
     for job in returned:
         assert job == await jq.get(job.id)
+    for job in (single, plain[-1], *with_keys):
+        assert job == await asyncio.to_thread(jq.get_sync, job.id)
     assert sum(s.count for s in await jq.stats()) == 1 + 1_200 + 3
+
+
+def test_a_program_without_an_event_loop_enqueues_and_reads_its_jobs(db_url: str) -> None:
+    with JobQueue(db_url) as jq:
+
+        @jq.task(queue="mail", priority=3)
+        def send(ctx: JobContext, to: str) -> None: ...
+
+        job = send.configure(delay=60).defer_sync(to="a@b.c")
+        stored = jq.get_sync(job.id)
+        assert stored == job
+        assert (stored.kind, stored.queue, stored.priority, stored.payload) == (
+            "send",
+            "mail",
+            3,
+            {"to": "a@b.c"},
+        )
+        assert stored.run_at > stored.created_at + timedelta(seconds=59)
+        with pytest.raises(JobNotFoundError):
+            jq.get_sync(job.id + 1000)
 
 
 async def test_bad_input_is_refused_and_stores_nothing(jq: JobQueue) -> None:

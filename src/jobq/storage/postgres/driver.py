@@ -333,7 +333,8 @@ class PostgresDriver:
             kwargs={"autocommit": True},
         )
         self._opened = False
-        # Synchronous producers (enqueue_many_sync) get their own pool, made on first use.
+        # The synchronous API (enqueue_many_sync, get_sync) has a pool of its own, made on
+        # first use.
         self._sync_pool: ConnectionPool[Any] | None = None
         self._sync_pool_lock = threading.Lock()
         # Fair claiming: the last tenant each worker of this process served.
@@ -951,6 +952,12 @@ class PostgresDriver:
     async def get(self, job_id: int) -> Job | None:
         jobs = await self._fetch_jobs("get_job", {"id": job_id})
         return jobs[0] if jobs else None
+
+    def get_sync(self, job_id: int) -> Job | None:
+        with self._connection_sync() as conn:
+            cur = conn.cursor(row_factory=_job_row)
+            cur.execute(self._q["get_job"], {"id": job_id})
+            return cur.fetchone()
 
     async def get_by_idempotency_key(self, key: str) -> Job | None:
         jobs = await self._fetch_jobs("jobs_by_idempotency_keys", {"keys": [key]})

@@ -258,8 +258,8 @@ class SqliteDriver:
         self._write_lock = asyncio.Lock()
         # Fair claiming: the last tenant each worker of this process served.
         self._tenant_cursor: dict[str, str] = {}
-        # Synchronous producers (enqueue_many_sync), from any thread: one connection of their
-        # own, made on first use, one plan at a time.
+        # The synchronous API (enqueue_many_sync, get_sync), from any thread: one connection
+        # of its own, made on first use, used by one call at a time.
         self._sync_conn: sqlite3.Connection | None = None
         self._sync_lock = threading.Lock()
         # The task inside a write transaction: if it calls back into the driver for another
@@ -318,8 +318,8 @@ class SqliteDriver:
                     conn.close()
 
     @contextlib.contextmanager
-    def _sync_writer(self, transaction: bool) -> Iterator[sqlite3.Connection]:
-        """The synchronous producers' connection, inside ``BEGIN IMMEDIATE`` when
+    def _sync_connection(self, transaction: bool) -> Iterator[sqlite3.Connection]:
+        """The synchronous API's connection, inside ``BEGIN IMMEDIATE`` when
         ``transaction`` (committed when the block ends without error, else rolled back). It
         writes beside this process's other connections as another process would: SQLite's
         file lock orders them, waiting up to the busy timeout."""
@@ -579,7 +579,7 @@ class SqliteDriver:
         if not jobs:
             return []
         plan, atomic = self._insert_plan(jobs, connection)
-        with self._sync_writer(atomic) as conn:
+        with self._sync_connection(atomic) as conn:
             # No local wake-up: this may be any thread. The workers of this process find the
             # jobs when they next poll, as they find those of other processes.
             return drive(plan, self._executor_sync(conn))
@@ -1036,6 +1036,11 @@ class SqliteDriver:
     # ------------------------------------------------------------------ managing
     async def get(self, job_id: int) -> Job | None:
         rows = await self._read("get_job", {"id": job_id})
+        return _job(rows[0]) if rows else None
+
+    def get_sync(self, job_id: int) -> Job | None:
+        with self._sync_connection(transaction=False) as conn, self._translate():
+            rows = conn.execute(self._q["get_job"], {"id": job_id}).fetchall()
         return _job(rows[0]) if rows else None
 
     async def get_by_idempotency_key(self, key: str) -> Job | None:
