@@ -67,3 +67,25 @@ def test_flow_control_example_runs(
     assert completed.returncode == 0, completed.stderr
     assert "notify     -> succeeded told ops" in completed.stdout
     assert "orphan     -> cancelled dependency" in completed.stdout
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_sync_producer_example_runs(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sync.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sync_producer.py"), url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[-2:] == [  # after the worker's log lines
+        "send_receipt -> succeeded receipt for order 1",
+        "send_receipt -> succeeded receipt for order 2",
+    ]
