@@ -25,14 +25,16 @@ from .schemas import (
     JobOut,
     JobPage,
 )
-from .state import ApiState, api_state, request_id_of
+from .state import ApiState, api_state, request_id_of, state_of
 
 router = APIRouter(tags=["jobs"])
 State = Annotated[ApiState, Depends(api_state)]
 
 
-async def check_rate(request: Request, response: Response, state: State) -> None:
-    """Per-client token bucket (X-Client-Id, else the peer address)."""
+async def check_rate(request: Request, response: Response) -> None:
+    """Per-client token bucket (X-Client-Id, else the peer address). A dependency, so that it
+    runs before the body is read and validated: an invalid request counts too."""
+    state = state_of(request)
     limiter = state.rate_limiter
     if limiter is None:
         return
@@ -161,12 +163,12 @@ async def create_job(
     body: JobIn,
     request: Request,
     response: Response,
-    state: State,
     idempotency_key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", min_length=1, max_length=255),
     ] = None,
 ) -> Response:
+    state = state_of(request)  # not a dependency: see api_state
     key = idempotency_key or body.idempotency_key
     new_job = to_new_job(body, state, key=key, request_id=request_id_of(request))
     if key is not None:
@@ -233,7 +235,8 @@ async def create_job(
         }
     },
 )
-async def create_jobs_bulk(request: Request, state: State) -> BulkResult:
+async def create_jobs_bulk(request: Request) -> BulkResult:
+    state = state_of(request)  # not a dependency: see api_state
     items = await read_bulk_items(request, state)
     request_id = request_id_of(request)
     valid: list[NewJob] = []
