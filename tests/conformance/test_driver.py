@@ -537,3 +537,36 @@ async def test_a_large_plain_batch_equals_what_is_stored(driver: Driver) -> None
     ):
         stored += page
     assert sorted(stored, key=lambda j: j.id) == returned
+
+
+async def test_enqueue_many_ids_names_each_stored_job_in_request_order(driver: Driver) -> None:
+    """The ids-only insert (the bulk route's): a large plain batch (COPY on PostgreSQL, ids
+    chosen under the write lock on SQLite), one plain job, and batches with keys (which take
+    the insert that returns Jobs) all answer with the id of each requested job."""
+    batch = [NewJob(kind="k", payload={"n": i}, queue=f"q{i % 3}") for i in range(1_150)]
+    ids = await driver.enqueue_many_ids(batch)
+    assert ids == sorted(ids) and len(set(ids)) == len(batch)
+    for position in (0, 999, 1_000, 1_149):
+        stored = await driver.get(ids[position])
+        assert stored is not None
+        assert (stored.payload, stored.queue) == (batch[position].payload, batch[position].queue)
+    [single] = await driver.enqueue_many_ids([NewJob(kind="one", payload={"x": 1})])
+    one = await driver.get(single)
+    assert one is not None and (one.kind, one.payload) == ("one", {"x": 1})
+    assert await driver.enqueue_many_ids([]) == []
+    first = await driver.enqueue_many_ids([NewJob(kind="keyed", idempotency_key="key-9")])
+    again = await driver.enqueue_many_ids(
+        [NewJob(kind="plain"), NewJob(kind="keyed", idempotency_key="key-9")]
+    )
+    assert again[1] == first[0] and again[0] not in first
+    assert len(await driver.list_jobs(ListParams(limit=2000))) == 1_150 + 1 + 2
+
+
+async def test_a_bad_job_in_an_ids_only_batch_stores_none_of_it(driver: Driver) -> None:
+    batch = [NewJob(kind="k", payload={"n": i}) for i in range(1_200)]
+    batch[1_100] = NewJob(kind="k", payload={"text": "nul\x00here"})
+    with pytest.raises(InvalidJobError):
+        await driver.enqueue_many_ids(batch)
+    with pytest.raises(InvalidJobError, match="priority"):
+        await driver.enqueue_many_ids([NewJob(kind="k"), NewJob(kind="k", priority=5000)])
+    assert await driver.list_jobs(ListParams(limit=10)) == []

@@ -261,12 +261,12 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
     for job in [*valid, *(j for _, j in dependent)]:
         counts[job.queue] = counts.get(job.queue, 0) + 1
     await ensure_room(state, counts)
-    jobs = await state.jobq.driver.enqueue_many(valid) if valid else []
+    ids = await state.jobq.driver.enqueue_many_ids(valid) if valid else []
     # Items with dependencies go one by one after the rest, so that an unknown parent is
     # reported for its item alone instead of refusing the whole request.
     for index, new_job in dependent:
         try:
-            jobs += await state.jobq.driver.enqueue_many([new_job])
+            ids += await state.jobq.driver.enqueue_many_ids([new_job])
         except InvalidJobError as exc:
             errors.append(BulkItemError(index=index, error=str(exc)))
             counts[new_job.queue] -= 1
@@ -275,7 +275,7 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
         state.metrics.jobs_enqueued.labels(queue).inc(added)
         if state.depth_gate is not None:
             state.depth_gate.accepted(queue, added)
-    return BulkResult(created=len(jobs), ids=[j.id for j in jobs], errors=errors)
+    return BulkResult(created=len(ids), ids=ids, errors=errors)
 
 
 async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:

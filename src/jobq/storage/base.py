@@ -204,6 +204,11 @@ class Driver(Protocol):
         caller's own open transaction) the jobs commit or roll back with it."""
         ...
 
+    async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
+        """The ids ``enqueue_many`` would return the jobs of, in request order, without
+        building a Job for each row of a plain batch (the HTTP bulk route answers with ids)."""
+        ...
+
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """``enqueue_many`` for synchronous code, over connections of its own (made on first
         use, safe to call from any thread); ``connection`` is then a synchronous one."""

@@ -59,7 +59,7 @@ from ..common import (
     storable_json,
     validate_new_job,
 )
-from ..plans import CopyIn, Plan, Run, RunMany, Step, drive, drive_async
+from ..plans import CopyIn, Plan, Run, RunMany, Step, T, drive, drive_async
 from ..sqlfiles import load_migrations, load_queries, pending_migrations
 
 log = logging.getLogger("jobq.storage.postgres")
@@ -481,13 +481,26 @@ class PostgresDriver:
             # The caller's transaction: the jobs and their wake-up commit (or not) with it.
             if not isinstance(connection, AsyncConnection):
                 raise ConfigurationError(_NEEDS_ASYNC)
-            created = await self._run_insert(connection, plan, atomic)
+            created = await self._run_plan(connection, plan, atomic)
         else:
             async with self._connection() as conn:
-                created = await self._run_insert(conn, plan, atomic)
-            for queue in sorted({j.queue for j in jobs}):
-                self._bus.publish("new", queue)
+                created = await self._run_plan(conn, plan, atomic)
+            self._wake_local_workers(jobs)
         return match_inserted(jobs, *created)
+
+    async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
+        if len(jobs) < COPY_MIN_JOBS or not plain_batch(jobs):
+            return [job.id for job in await self.enqueue_many(jobs)]
+        for job in jobs:
+            validate_new_job(job)
+        async with self._connection() as conn:
+            ids, _ = await self._run_plan(conn, self._copy_insert(jobs, build=False), True)
+        self._wake_local_workers(jobs)
+        return ids
+
+    def _wake_local_workers(self, jobs: Sequence[NewJob]) -> None:
+        for queue in sorted({j.queue for j in jobs}):
+            self._bus.publish("new", queue)
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         if not jobs:
@@ -496,10 +509,10 @@ class PostgresDriver:
         if connection is not None:
             if not isinstance(connection, psycopg.Connection):
                 raise ConfigurationError(_NEEDS_SYNC)
-            created = self._run_insert_sync(connection, plan, atomic)
+            created = self._run_plan_sync(connection, plan, atomic)
         else:
             with self._connection_sync() as conn:
-                created = self._run_insert_sync(conn, plan, atomic)
+                created = self._run_plan_sync(conn, plan, atomic)
         # No local wake-up: this may be any thread, and the listeners of this process hear
         # the server's notification like those of every other process.
         return match_inserted(jobs, *created)
@@ -519,9 +532,7 @@ class PostgresDriver:
         )
         return self._insert(jobs, plain), atomic
 
-    async def _run_insert(
-        self, conn: AsyncConnection[Any], plan: Plan[_Inserted], atomic: bool
-    ) -> _Inserted:
+    async def _run_plan(self, conn: AsyncConnection[Any], plan: Plan[T], atomic: bool) -> T:
         async def execute(step: Step) -> list[Any]:
             if isinstance(step, CopyIn):
                 async with conn.cursor().copy(self._q[step.query]) as copy:
@@ -540,9 +551,7 @@ class PostgresDriver:
         async with conn.transaction():
             return await drive_async(plan, execute)
 
-    def _run_insert_sync(
-        self, conn: psycopg.Connection[Any], plan: Plan[_Inserted], atomic: bool
-    ) -> _Inserted:
+    def _run_plan_sync(self, conn: psycopg.Connection[Any], plan: Plan[T], atomic: bool) -> T:
         def execute(step: Step) -> list[Any]:
             if isinstance(step, CopyIn):
                 with conn.cursor().copy(self._q[step.query]) as copy:
@@ -570,7 +579,8 @@ class PostgresDriver:
             if len(jobs) == 1:
                 return [(yield from self._insert_plain_job(jobs[0]))], []
             if len(jobs) >= COPY_MIN_JOBS:
-                return (yield from self._copy_insert(jobs)), []
+                _, created = yield from self._copy_insert(jobs, build=True)
+                return created, []
         rows = [_insert_row(j) for j in jobs]
         orphaned = yield from self._prepare_dependents(jobs, rows)
         inserted, existing = yield from self._insert_pass(jobs, rows, orphaned)
@@ -632,7 +642,9 @@ class PostgresDriver:
         # The payload as stored (decoded again), like the other insert paths return it.
         return queued_job(job_id, job, orjson.loads(encoded), run_at, created_at)
 
-    def _copy_insert(self, jobs: Sequence[NewJob]) -> Plan[list[Job]]:
+    def _copy_insert(
+        self, jobs: Sequence[NewJob], build: bool
+    ) -> Plan[tuple[list[int], list[Job]]]:
         """Many plain jobs (no keys, no dependencies) by COPY: about twice the rows per second
         of the INSERT. COPY returns nothing, so the ids are taken from the sequence first and
         written explicitly (COPY may fill an identity column), and the transaction's now() is
@@ -640,6 +652,7 @@ class PostgresDriver:
 
         The rows go out in slices, each written as soon as it is built, so the server parses
         and indexes one slice while this process encodes the next (they run on other cores).
+        Returns the ids in request order, and with ``build`` the Job each row became.
         """
         queues = sorted({job.queue for job in jobs})
         [(now, reserved, _)] = yield Run("reserve_ids", {"count": len(jobs), "queues": queues})
@@ -657,10 +670,11 @@ class PostgresDriver:
                 yield "".join([encode.line(*row) for row in rows]).encode()
                 # Resumed once the slice is written: its Jobs are built while the server
                 # ingests its rows.
-                created.extend([encode.job(*row) for row in rows])
+                if build:
+                    created.extend([encode.job(*row) for row in rows])
 
         yield CopyIn("copy_jobs", slices())
-        return created
+        return ids, created
 
     def _check_tenant_quota(self, jobs: Sequence[NewJob]) -> Plan[None]:
         quota = self._settings.tenant_max_queued

@@ -76,7 +76,7 @@ from ..common import (
     storable_json,
     validate_new_job,
 )
-from ..plans import CopyIn, Plan, Run, RunMany, Step, drive, drive_async
+from ..plans import CopyIn, Plan, Run, RunMany, Step, T, drive, drive_async
 from ..sqlfiles import Migration, load_migrations, load_queries, pending_migrations
 
 log = logging.getLogger("jobq.storage.sqlite")
@@ -564,16 +564,18 @@ class SqliteDriver:
         if not jobs:
             return []
         plan, atomic = self._insert_plan(jobs, connection)
-        if atomic:
-            async with self._transaction() as conn:
-                created = await drive_async(plan, self._executor(conn))
-        else:
-            self._refuse_reentry()
-            async with self._write_lock:
-                created = await drive_async(plan, self._executor(await self._writer_conn()))
-        for queue in sorted({j.queue for j in jobs}):
-            self._bus.publish("new", queue)
+        created = await self._run_write(plan, atomic)
+        self._wake_local_workers(jobs)
         return created
+
+    async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
+        if not jobs or not plain_batch(jobs):
+            return [job.id for job in await self.enqueue_many(jobs)]
+        payloads, single = self._checked_plain(jobs)
+        plan = self._insert_plain(jobs, payloads, single, build=False)
+        ids, _ = await self._run_write(plan, not single)
+        self._wake_local_workers(jobs)
+        return ids
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         if not jobs:
@@ -584,6 +586,20 @@ class SqliteDriver:
             # jobs when they next poll, as they find those of other processes.
             return drive(plan, self._executor_sync(conn))
 
+    async def _run_write(self, plan: Plan[T], atomic: bool) -> T:
+        """A plan on the write connection: in a write transaction when ``atomic``, else as
+        the one statement it is, committed on its own."""
+        if atomic:
+            async with self._transaction() as conn:
+                return await drive_async(plan, self._executor(conn))
+        self._refuse_reentry()
+        async with self._write_lock:
+            return await drive_async(plan, self._executor(await self._writer_conn()))
+
+    def _wake_local_workers(self, jobs: Sequence[NewJob]) -> None:
+        for queue in sorted({j.queue for j in jobs}):
+            self._bus.publish("new", queue)
+
     def _insert_plan(self, jobs: Sequence[NewJob], connection: Any) -> tuple[Plan[list[Job]], bool]:
         """The statements that insert ``jobs``, and whether they need a write transaction
         (all but a single plain job, which is one statement)."""
@@ -592,13 +608,27 @@ class SqliteDriver:
                 "enqueueing inside your own transaction needs PostgreSQL; with SQLite, "
                 "enqueue after your transaction commits (call it without connection=)"
             )
+        if not plain_batch(jobs):
+            for job in jobs:
+                validate_new_job(job)
+            payloads = [storable_json(j.payload) for j in jobs]
+            return self._insert_with_keys(jobs, payloads), True
+        payloads, single = self._checked_plain(jobs)
+        return self._plain_jobs(self._insert_plain(jobs, payloads, single, build=True)), not single
+
+    def _checked_plain(self, jobs: Sequence[NewJob]) -> tuple[list[str], bool]:
+        """The payloads of a plain batch as stored (every job checked first), and whether it
+        is a single job that one statement inserts (no tenant quota to check)."""
         for job in jobs:
             validate_new_job(job)
         payloads = [storable_json(j.payload) for j in jobs]
-        if not plain_batch(jobs):
-            return self._insert_with_keys(jobs, payloads), True
         single = len(jobs) == 1 and not (self._settings.tenant_max_queued and jobs[0].tenant)
-        return self._insert_plain(jobs, payloads, single), not single
+        return payloads, single
+
+    @staticmethod
+    def _plain_jobs(plan: Plan[tuple[list[int], list[Job]]]) -> Plan[list[Job]]:
+        _, created = yield from plan
+        return created
 
     def _executor(self, conn: aiosqlite.Connection) -> Callable[[Step], Awaitable[list[Any]]]:
         async def execute(step: Step) -> list[Any]:
@@ -625,13 +655,14 @@ class SqliteDriver:
         return execute
 
     def _insert_plain(
-        self, jobs: Sequence[NewJob], payloads: list[str], single: bool
-    ) -> Plan[list[Job]]:
+        self, jobs: Sequence[NewJob], payloads: list[str], single: bool, build: bool
+    ) -> Plan[tuple[list[int], list[Job]]]:
         """Jobs without keys or parents: every one is a new row, so they go in by executemany
         with ids chosen here (the write transaction holds the file's write lock from BEGIN
         IMMEDIATE to COMMIT, so the next free ids cannot move), and come back built from the
         request, not read back. (Building them while aiosqlite's thread inserts was measured
-        no faster: the two threads trade the GIL on every row.)"""
+        no faster: the two threads trade the GIL on every row.) Returns the ids in request
+        order, and with ``build`` the Jobs."""
         now = time.time()
         created_at = _datetime(now)
         # The columns after the id, in insert_plain_job's (and insert_one_plain_job's) order.
@@ -660,15 +691,18 @@ class SqliteDriver:
             yield RunMany(
                 "insert_plain_job", [(first_id + i, *row) for i, row in enumerate(values)]
             )
-        return [
+        ids = list(range(first_id, first_id + len(jobs)))
+        if not build:
+            return ids, []
+        return ids, [
             queued_job(
-                first_id + i,
+                job_id,
                 job,
                 orjson.loads(row[2]),
                 created_at if job.run_at is None else _datetime(row[4]),  # as a read gives it
                 created_at,
             )
-            for i, (job, row) in enumerate(zip(jobs, values, strict=True))
+            for job_id, job, row in zip(ids, jobs, values, strict=True)
         ]
 
     def _insert_with_keys(self, jobs: Sequence[NewJob], payloads: list[str]) -> Plan[list[Job]]:
