@@ -196,3 +196,32 @@ async def test_a_connection_of_the_other_kind_is_refused_with_the_method_to_use(
 async def test_sqlite_refuses_a_callers_transaction(sqlite_url: str) -> None:
     with JobQueue(sqlite_url) as jq, pytest.raises(UnsupportedFeatureError, match="PostgreSQL"):
         jq.enqueue_sync("k", connection=object())
+
+
+@pytest.mark.parametrize("batch", ["copy", "dependencies"])
+async def test_a_connection_outside_autocommit_keeps_the_jobs_in_the_callers_transaction(
+    pg_url: str, batch: str
+) -> None:
+    """As Django's connections are: autocommit off, no statement run yet. The enqueue is the
+    first statement, so it opens the caller's transaction; rolling that back keeps no job
+    (a transaction block of jobq's own would have committed them at its end)."""
+    jq = JobQueue(pg_url)
+    try:
+        [parent] = await jq.enqueue_many([NewJob(kind="parent")])
+        if batch == "copy":
+            jobs = [NewJob(kind="k", payload={"n": i}) for i in range(150)]
+        else:
+            jobs = [NewJob(kind="k", depends_on=(parent.id,)) for _ in range(3)]
+        with psycopg.connect(pg_url) as conn:
+            assert not conn.autocommit
+            await asyncio.to_thread(jq.enqueue_many_sync, jobs, connection=conn)
+            conn.rollback()
+            kept = await asyncio.to_thread(jq.enqueue_many_sync, jobs[:2], connection=conn)
+            conn.commit()
+        async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
+            await jq.enqueue_many(jobs, connection=aconn)
+            await aconn.rollback()
+        stored = await jq.list(kind="k", limit=1000)
+        assert sorted(j.id for j in stored) == sorted(j.id for j in kept)
+    finally:
+        await jq.close()

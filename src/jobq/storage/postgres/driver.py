@@ -303,6 +303,15 @@ def _returns_rows(cur: Cursor[Any] | AsyncCursor[Any]) -> bool:
     return result is not None and result.status == pq.ExecStatus.TUPLES_OK
 
 
+def _may_open_a_block(conn: BaseConnection[Any]) -> bool:
+    """Whether statements that must commit together may go in a ``transaction()`` block (a
+    savepoint inside a transaction, else a transaction of their own). Not on a caller's
+    connection that is outside autocommit and idle: there the first statement opens the
+    caller's own transaction, which the caller commits, whereas a block would open one and
+    commit it at its end, before the caller's work."""
+    return conn.autocommit or conn.info.transaction_status != pq.TransactionStatus.IDLE
+
+
 @contextlib.contextmanager
 def _unavailable_as_our_error() -> Iterator[None]:
     try:
@@ -546,7 +555,7 @@ class PostgresDriver:
             await cur.execute(self._q[step.query], step.params)
             return await cur.fetchall() if _returns_rows(cur) else []
 
-        if not atomic:
+        if not (atomic and _may_open_a_block(conn)):
             return await drive_async(plan, execute)
         async with conn.transaction():
             return await drive_async(plan, execute)
@@ -565,7 +574,7 @@ class PostgresDriver:
             cur.execute(self._q[step.query], step.params)
             return cur.fetchall() if _returns_rows(cur) else []
 
-        if not atomic:
+        if not (atomic and _may_open_a_block(conn)):
             return drive(plan, execute)
         with conn.transaction():
             return drive(plan, execute)
