@@ -30,62 +30,46 @@ def test_env_example_has_no_unknown_settings() -> None:
     assert names == set(SETTINGS)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_quickstart_example_runs(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def run_example(name: str, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Run examples/<name>.py on a fresh SQLite file or PostgreSQL database; its stdout."""
     if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'quickstart.db'}"
+        url = f"sqlite:///{tmp_path / 'example.db'}"
     else:
         url = request.getfixturevalue("pg_url")
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py"), url],
+        [sys.executable, str(ROOT / "examples" / f"{name}.py"), url],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr
-    assert "send_email -> {'sent_to': 'a@example.com'}" in completed.stdout
-    assert "resize     -> ['img0.png@640', 'img1.png@640', 'img2.png@640']" in completed.stdout
-    assert "scheduled  -> queued" in completed.stdout
+    return completed.stdout
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_quickstart_example_runs(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    out = run_example("quickstart", kind, tmp_path, request)
+    assert "send_email -> {'sent_to': 'a@example.com'}" in out
+    assert "resize     -> ['img0.png@640', 'img1.png@640', 'img2.png@640']" in out
+    assert "scheduled  -> queued" in out
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_flow_control_example_runs(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'flow.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "flow_control.py"), url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert "notify     -> succeeded told ops" in completed.stdout
-    assert "orphan     -> cancelled dependency" in completed.stdout
+    out = run_example("flow_control", kind, tmp_path, request)
+    assert "notify     -> succeeded told ops" in out
+    assert "orphan     -> cancelled dependency" in out
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_sync_producer_example_runs(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'sync.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "sync_producer.py"), url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.splitlines()[-2:] == [  # after the worker's log lines
+    out = run_example("sync_producer", kind, tmp_path, request)
+    assert out.splitlines()[-2:] == [  # after the worker's log lines
         "send_receipt -> succeeded receipt for order 1",
         "send_receipt -> succeeded receipt for order 2",
     ]
