@@ -571,7 +571,7 @@ class SqliteDriver:
     async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
         if not jobs or not plain_batch(jobs):
             return [job.id for job in await self.enqueue_many(jobs)]
-        payloads, single = self._checked_plain(jobs)
+        payloads, single = self._checked(jobs)
         plan = self._insert_plain(jobs, payloads, single, build=False)
         ids, _ = await self._run_write(plan, not single)
         self._wake_local_workers(jobs)
@@ -608,17 +608,14 @@ class SqliteDriver:
                 "enqueueing inside your own transaction needs PostgreSQL; with SQLite, "
                 "enqueue after your transaction commits (call it without connection=)"
             )
+        payloads, single = self._checked(jobs)
         if not plain_batch(jobs):
-            for job in jobs:
-                validate_new_job(job)
-            payloads = [storable_json(j.payload) for j in jobs]
             return self._insert_with_keys(jobs, payloads), True
-        payloads, single = self._checked_plain(jobs)
         return self._plain_jobs(self._insert_plain(jobs, payloads, single, build=True)), not single
 
-    def _checked_plain(self, jobs: Sequence[NewJob]) -> tuple[list[str], bool]:
-        """The payloads of a plain batch as stored (every job checked first), and whether it
-        is a single job that one statement inserts (no tenant quota to check)."""
+    def _checked(self, jobs: Sequence[NewJob]) -> tuple[list[str], bool]:
+        """The payloads as stored (every job checked first), and whether the batch is one job
+        with no tenant quota to check: one statement inserts it if it is plain."""
         for job in jobs:
             validate_new_job(job)
         payloads = [storable_json(j.payload) for j in jobs]
