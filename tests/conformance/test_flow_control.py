@@ -224,3 +224,23 @@ async def test_a_tenant_over_its_quota_is_refused(db_url: str) -> None:
         await driver.enqueue_many([NewJob(kind="k", tenant="a")])  # room again once one runs
     finally:
         await driver.close()
+
+
+@pytest.mark.parametrize("path", ["enqueue_many", "enqueue_many_ids", "enqueue_many_sync"])
+@pytest.mark.parametrize("size", [1, 150])  # 150: above PostgreSQL's COPY threshold
+async def test_every_insert_path_checks_the_tenant_quota(db_url: str, path: str, size: int) -> None:
+    driver = connect(db_url, Settings(database_url=db_url, tenant_max_queued=size + 1))
+    try:
+
+        async def insert(jobs: list[NewJob]) -> int:
+            if path == "enqueue_many_sync":
+                return len(await asyncio.to_thread(driver.enqueue_many_sync, jobs))
+            return len(await getattr(driver, path)(jobs))
+
+        await driver.enqueue_many([NewJob(kind="k", tenant="a")])
+        with pytest.raises(TenantQuotaExceeded, match="'a'"):
+            await insert([NewJob(kind="k", tenant="a") for _ in range(size + 1)])
+        assert await insert([NewJob(kind="k", tenant="a") for _ in range(size)]) == size
+        assert sum(s.count for s in await driver.stats()) == size + 1  # nothing more
+    finally:
+        await driver.close()

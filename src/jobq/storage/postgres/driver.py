@@ -503,8 +503,14 @@ class PostgresDriver:
         for job in jobs:
             validate_new_job(job)
         async with self._connection() as conn:
-            ids, _ = await self._run_plan(conn, self._copy_insert(jobs, build=False), True)
+            ids = await self._run_plan(conn, self._copy_ids(jobs), True)
         self._wake_local_workers(jobs)
+        return ids
+
+    def _copy_ids(self, jobs: Sequence[NewJob]) -> Plan[list[int]]:
+        """_insert's COPY path without the Jobs: the quota check, then the COPY."""
+        yield from self._check_tenant_quota(jobs)
+        ids, _ = yield from self._copy_insert(jobs, build=False)
         return ids
 
     def _wake_local_workers(self, jobs: Sequence[NewJob]) -> None:
