@@ -194,8 +194,16 @@ async def test_a_connection_of_the_other_kind_is_refused_with_the_method_to_use(
 
 
 async def test_sqlite_refuses_a_callers_transaction(sqlite_url: str) -> None:
-    with JobQueue(sqlite_url) as jq, pytest.raises(UnsupportedFeatureError, match="PostgreSQL"):
-        jq.enqueue_sync("k", connection=object())
+    jq = JobQueue(sqlite_url)
+    try:
+        with pytest.raises(UnsupportedFeatureError, match="PostgreSQL"):
+            jq.enqueue_sync("k", connection=object())
+        with pytest.raises(UnsupportedFeatureError, match="PostgreSQL"):
+            jq.enqueue_many_sync([], connection=object())  # even with nothing to enqueue
+        with pytest.raises(UnsupportedFeatureError, match="PostgreSQL"):
+            await jq.enqueue_many([], connection=object())
+    finally:
+        await jq.close()
 
 
 @pytest.mark.parametrize("batch", ["copy", "dependencies"])

@@ -561,9 +561,9 @@ class SqliteDriver:
 
     # ------------------------------------------------------------------ producing
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+        plan, atomic = self._insert_plan(jobs, connection)  # first: it refuses connection=
         if not jobs:
             return []
-        plan, atomic = self._insert_plan(jobs, connection)
         created = await self._run_write(plan, atomic)
         self._wake_local_workers(jobs)
         return created
@@ -578,9 +578,9 @@ class SqliteDriver:
         return ids
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+        plan, atomic = self._insert_plan(jobs, connection)  # first: it refuses connection=
         if not jobs:
             return []
-        plan, atomic = self._insert_plan(jobs, connection)
         with self._sync_connection(atomic) as conn:
             # No local wake-up: this may be any thread. The workers of this process find the
             # jobs when they next poll, as they find those of other processes.
