@@ -255,6 +255,11 @@ class LocalBus:
         for handler in list(self._handlers):
             handler(kind, value)
 
+    def publish_new(self, queues: Iterable[str]) -> None:
+        """Wake this process's workers of each queue that got jobs (once a queue)."""
+        for queue in sorted(set(queues)):
+            self.publish("new", queue)
+
 
 class LocalListener:
     def __init__(self, bus: LocalBus, handler: NotificationHandler) -> None:

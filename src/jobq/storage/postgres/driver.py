@@ -494,7 +494,7 @@ class PostgresDriver:
         else:
             async with self._connection() as conn:
                 created = await self._run_plan(conn, plan, atomic)
-            self._wake_local_workers(jobs)
+            self._bus.publish_new(j.queue for j in jobs)
         return match_inserted(jobs, *created)
 
     async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
@@ -503,19 +503,9 @@ class PostgresDriver:
         for job in jobs:
             validate_new_job(job)
         async with self._connection() as conn:
-            ids = await self._run_plan(conn, self._copy_ids(jobs), True)
-        self._wake_local_workers(jobs)
+            ids, _ = await self._run_plan(conn, self._copy_batch(jobs, build=False), True)
+        self._bus.publish_new(j.queue for j in jobs)
         return ids
-
-    def _copy_ids(self, jobs: Sequence[NewJob]) -> Plan[list[int]]:
-        """_insert's COPY path without the Jobs: the quota check, then the COPY."""
-        yield from self._check_tenant_quota(jobs)
-        ids, _ = yield from self._copy_insert(jobs, build=False)
-        return ids
-
-    def _wake_local_workers(self, jobs: Sequence[NewJob]) -> None:
-        for queue in sorted({j.queue for j in jobs}):
-            self._bus.publish("new", queue)
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         if not jobs:
@@ -586,16 +576,15 @@ class PostgresDriver:
             return drive(plan, execute)
 
     def _insert(self, jobs: Sequence[NewJob], plain: bool) -> Plan[_Inserted]:
-        """Inserts ``jobs``; returns the jobs created and the existing ones some keys led to."""
+        """Inserts ``jobs``; returns the jobs created and the existing ones some keys led to.
+        The statements NOTIFY too; the notification goes out when their transaction commits
+        (the caller's own, with connection=), so no worker wakes before it can see the rows."""
+        if plain and len(jobs) >= COPY_MIN_JOBS:
+            _, created = yield from self._copy_batch(jobs, build=True)
+            return created, []
         yield from self._check_tenant_quota(jobs)
-        # The statements NOTIFY too; the notification goes out when their transaction commits
-        # (the caller's own, with connection=), so no worker wakes before it can see the rows.
-        if plain:
-            if len(jobs) == 1:
-                return [(yield from self._insert_plain_job(jobs[0]))], []
-            if len(jobs) >= COPY_MIN_JOBS:
-                _, created = yield from self._copy_insert(jobs, build=True)
-                return created, []
+        if plain and len(jobs) == 1:
+            return [(yield from self._insert_plain_job(jobs[0]))], []
         rows = [_insert_row(j) for j in jobs]
         orphaned = yield from self._prepare_dependents(jobs, rows)
         inserted, existing = yield from self._insert_pass(jobs, rows, orphaned)
@@ -656,6 +645,12 @@ class PostgresDriver:
         )  # fmt: skip
         # The payload as stored (decoded again), like the other insert paths return it.
         return queued_job(job_id, job, orjson.loads(encoded), run_at, created_at)
+
+    def _copy_batch(self, jobs: Sequence[NewJob], build: bool) -> Plan[tuple[list[int], list[Job]]]:
+        """A plain batch of at least COPY_MIN_JOBS: its tenant quota checked, then the COPY
+        (for enqueue_many and enqueue_many_ids alike)."""
+        yield from self._check_tenant_quota(jobs)
+        return (yield from self._copy_insert(jobs, build))
 
     def _copy_insert(
         self, jobs: Sequence[NewJob], build: bool
@@ -1046,8 +1041,7 @@ class PostgresDriver:
             queues = sorted({r[1] for r in rows})
             if queues:
                 await conn.execute(self._q["notify_new"], {"queues": queues})
-        for queue in queues:
-            self._bus.publish("new", queue)
+        self._bus.publish_new(queues)
         return sorted(r[0] for r in rows)
 
     async def stats(self) -> list[QueueStat]:

@@ -565,7 +565,7 @@ class SqliteDriver:
         if not jobs:
             return []
         created = await self._run_write(plan, atomic)
-        self._wake_local_workers(jobs)
+        self._bus.publish_new(j.queue for j in jobs)
         return created
 
     async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
@@ -574,7 +574,7 @@ class SqliteDriver:
         payloads, single = self._checked(jobs)
         plan = self._insert_plain(jobs, payloads, single, build=False)
         ids, _ = await self._run_write(plan, not single)
-        self._wake_local_workers(jobs)
+        self._bus.publish_new(j.queue for j in jobs)
         return ids
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
@@ -595,10 +595,6 @@ class SqliteDriver:
         self._refuse_reentry()
         async with self._write_lock:
             return await drive_async(plan, self._executor(await self._writer_conn()))
-
-    def _wake_local_workers(self, jobs: Sequence[NewJob]) -> None:
-        for queue in sorted({j.queue for j in jobs}):
-            self._bus.publish("new", queue)
 
     def _insert_plan(self, jobs: Sequence[NewJob], connection: Any) -> tuple[Plan[list[Job]], bool]:
         """The statements that insert ``jobs``, and whether they need a write transaction
@@ -1124,8 +1120,7 @@ class SqliteDriver:
         if not job_ids:
             return []
         rows = await self._write("requeue", {"ids": dump_json(list(job_ids)), "now": time.time()})
-        for queue in sorted({r[1] for r in rows}):
-            self._bus.publish("new", queue)
+        self._bus.publish_new(r[1] for r in rows)
         return sorted(int(r[0]) for r in rows)
 
     async def stats(self) -> list[QueueStat]:
