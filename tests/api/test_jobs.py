@@ -87,6 +87,38 @@ async def test_idempotency_header_wins_over_body_field(client: httpx.AsyncClient
     assert again.status_code == 201 and again.json()["id"] != r.json()["id"]
 
 
+async def test_a_bad_idempotency_header_gets_422_naming_it(client: httpx.AsyncClient) -> None:
+    body = {"kind": "send_email"}
+    for key, message in (
+        ("", "String should have at least 1 character"),
+        ("k" * 256, "String should have at most 255 characters"),
+    ):
+        problem = assert_problem(
+            await client.post("/jobs", json=body, headers={"Idempotency-Key": key}), 422
+        )
+        assert problem["errors"] == [{"field": "header.Idempotency-Key", "message": message}]
+    assert (await client.get("/jobs")).json()["items"] == []
+    ok = await client.post("/jobs", json=body, headers={"Idempotency-Key": "k" * 255})
+    assert ok.status_code == 201 and ok.json()["idempotency_key"] == "k" * 255
+
+
+async def test_the_enqueue_route_documents_its_idempotency_header(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/api-docs/openapi.json")).json()
+    assert spec["paths"]["/jobs"]["post"]["parameters"] == [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {
+                "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}],
+                "title": "Idempotency-Key",
+            },
+        }
+    ]
+
+
 async def test_concurrent_requests_with_one_key_make_one_job(client: httpx.AsyncClient) -> None:
     body = {"kind": "send_email", "payload": {"n": 1}}
     responses = await asyncio.gather(
