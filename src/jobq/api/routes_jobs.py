@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from pydantic import ValidationError
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from ..errors import InvalidJobError
 from ..model import Job, JobStatus
@@ -144,6 +145,32 @@ def replay_or_conflict(existing: Job, body: JobIn, response: Response, state: Ap
     return job_response(existing, 200, {**response.headers, "Idempotent-Replayed": "true"})
 
 
+# The Idempotency-Key header of POST /jobs, read by the route itself: as a declared FastAPI
+# parameter it cost about 100 function calls a request (cProfile: 740 a request without it,
+# against 847). Checked and documented as the declared parameter was.
+_IDEMPOTENCY_KEY = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=255)])
+_IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {
+        "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}],
+        "title": "Idempotency-Key",
+    },
+}
+
+
+def idempotency_key_of(request: Request) -> str | None:
+    value = request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    try:
+        return _IDEMPOTENCY_KEY.validate_python(value)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("header", "Idempotency-Key", *e["loc"])} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
 @router.post(
     "/jobs",
     status_code=201,
@@ -158,18 +185,15 @@ def replay_or_conflict(existing: Job, body: JobIn, response: Response, state: Ap
         **problem_responses(413, 422, 429, 503),
     },
     summary="Enqueue a job",
+    openapi_extra={"parameters": [_IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def create_job(
     body: JobIn,
     request: Request,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(alias="Idempotency-Key", min_length=1, max_length=255),
-    ] = None,
 ) -> Response:
     state = state_of(request)  # not a dependency: see api_state
-    key = idempotency_key or body.idempotency_key
+    key = idempotency_key_of(request) or body.idempotency_key
     new_job = to_new_job(body, state, key=key, request_id=request_id_of(request))
     if key is not None:
         existing = await state.jobq.driver.get_by_idempotency_key(key)
