@@ -39,6 +39,8 @@ def run_bench(
             "60",
             "--samples",
             "5",
+            "--steady-jobs",
+            "300",
             "--cases",
             cases,
             "--json",
@@ -82,3 +84,17 @@ def test_bench_says_when_its_workers_claim_with_asynchronous_commit(pg_server: P
     assert report["claim_async_commit"] is True
     latency = by_case(report)["idle latency enqueue -> start"]["extra"]
     assert isinstance(latency, dict) and latency["p50_ms"] > 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_the_long_running_case_reports_each_tenth(
+    kind: str, tmp_path: Path, pg_server: PgServer
+) -> None:
+    url = f"sqlite:///{tmp_path / 'bench.db'}" if kind == "sqlite" else pg_server.admin_url
+    (result,) = run_bench(url, "steady")["results"]
+    assert result["case"] == "long-running queue, 2 processes"
+    assert result["n"] == 300 and float(result["per_second"]) > 0
+    extra = result["extra"]
+    assert len(extra["per_tenth_per_s"]) == len(extra["table_mib_per_tenth"]) == 10
+    assert all(rate > 0 for rate in extra["per_tenth_per_s"])
+    assert extra["worker_rss_mib_early"] > 0 and extra["worker_rss_mib_late"] > 0

@@ -476,11 +476,16 @@ def bench(
     jobs: Annotated[int, typer.Option("--jobs", "-n", min=10, help="Jobs per case")] = 20_000,
     cases: Annotated[
         str,
-        typer.Option("--cases", help="Comma-separated: enqueue,drain,e2e,latency,http,scale"),
+        typer.Option(
+            "--cases", help="Comma-separated: enqueue,drain,e2e,latency,http,scale,steady"
+        ),
     ] = "enqueue,drain,e2e,latency,http",
     samples: Annotated[int, typer.Option("--samples", min=5, help="Latency samples")] = 60,
     scale_jobs: Annotated[
         int, typer.Option("--scale-jobs", min=100, help="Backlog for the scale case")
+    ] = 1_000_000,
+    steady_jobs: Annotated[
+        int, typer.Option("--steady-jobs", min=100, help="Jobs through the long-running case")
     ] = 1_000_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
@@ -495,7 +500,9 @@ def bench(
     if unknown:
         raise _usage(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(ALL_CASES)}")
     settings = _settings(database_url)
-    results = _run(lambda: run_cases(settings.database_url, jobs, chosen, samples, scale_jobs))
+    results = _run(
+        lambda: run_cases(settings.database_url, jobs, chosen, samples, scale_jobs, steady_jobs)
+    )
     async_claims = settings.claim_async_commit
     typer.echo(
         to_json(settings.database_url, results, claim_async_commit=async_claims)

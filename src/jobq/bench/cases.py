@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -123,12 +124,34 @@ async def _measure_enqueue(
         await jq.close()
 
 
-def start_workers(url: str, count: int, *, burst: bool) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    url: str,
+    count: int,
+    *,
+    burst: bool,
+    env: dict[str, str] | None = None,
+    metrics_ports: Sequence[int] | None = None,
+) -> list[subprocess.Popen[bytes]]:
+    """``count`` worker processes of the benchmark's app; each serves its metrics on its port
+    of ``metrics_ports`` when given."""
     args = [sys.executable, "-m", "jobq.cli", "worker", "jobq.bench.tasks:jq"]
     args += ["--concurrency", str(WORKER_CONCURRENCY)] + (["--burst"] if burst else [])
+    ports = [str(p) for p in metrics_ports] if metrics_ports else [None] * count
     return [
-        subprocess.Popen(args, env=worker_env(url), stdout=subprocess.DEVNULL) for _ in range(count)
+        subprocess.Popen(
+            args + (["--metrics-port", port] if port else []),
+            env={**worker_env(url), **(env or {})},
+            stdout=subprocess.DEVNULL,
+        )
+        for port in ports
     ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def reap(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 600) -> float:
@@ -177,7 +200,7 @@ async def end_to_end(url: str, n: int, processes: int, server: ServerCpu) -> Cas
     jq = JobQueue(settings=bench_settings(url))
     workers = start_workers(url, processes, burst=False)
     try:
-        await _wait_for_workers(jq, processes)
+        await wait_for_workers(jq, processes)
         jobs = [NewJob(kind="noop") for _ in range(n)]
         db0 = server.total()
         began = await asyncio.to_thread(database_now, url)
@@ -207,7 +230,7 @@ async def idle_latency(url: str, samples: int, server: ServerCpu) -> CaseResult:
     workers = start_workers(url, 1, burst=False)
     latencies: list[float] = []
     try:
-        await _wait_for_workers(jq, 1)
+        await wait_for_workers(jq, 1)
         for _ in range(samples):
             sent = time.time()
             (job,) = await jq.driver.enqueue_many([NewJob(kind="stamp")])
@@ -229,7 +252,7 @@ async def idle_latency(url: str, samples: int, server: ServerCpu) -> CaseResult:
     )
 
 
-async def _wait_for_workers(jq: JobQueue, count: int, timeout: float = 60) -> None:
+async def wait_for_workers(jq: JobQueue, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while len(await jq.workers()) < count:
         if time.monotonic() > deadline:

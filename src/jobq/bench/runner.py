@@ -8,7 +8,6 @@ import functools
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,13 +31,15 @@ from .cases import (
     enqueue_bulk,
     enqueue_one_by_one,
     enqueue_one_by_one_sync,
+    free_port,
     idle_latency,
     worker_env,
 )
 from .httpload import post_load
+from .steady import long_running
 from .sysstat import ServerCpu, parent_of
 
-ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale")
+ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale", "steady")
 
 
 @contextlib.asynccontextmanager
@@ -96,7 +97,12 @@ def machine() -> dict[str, str]:
 
 
 async def run_cases(
-    url: str, n: int, cases: list[str], samples: int, scale_n: int = 1_000_000
+    url: str,
+    n: int,
+    cases: list[str],
+    samples: int,
+    scale_n: int = 1_000_000,
+    steady_n: int = 1_000_000,
 ) -> list[CaseResult]:
     results: list[CaseResult] = []
     server = server_cpu(url)
@@ -150,23 +156,18 @@ async def run_cases(
         await case(lambda u: idle_latency(u, samples, server))
     if "scale" in cases:
         await case(lambda u: drain_at_scale(u, scale_n, 2, server))
+    if "steady" in cases:
+        await case(lambda u: long_running(u, steady_n, 2, server))
     if "http" in cases:
         await case(lambda u: http_post(u, server, single=True))
         await case(lambda u: http_post(u, server, single=False))
     return results
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def http_post(url: str, server: ServerCpu, *, single: bool) -> CaseResult:
     """POST /jobs (one job per request) or POST /jobs/bulk (1000 per request) against a real
     `jobq api` process; 201s counted against the jobs found in the database."""
-    port = _free_port()
+    port = free_port()
     env = {**worker_env(url), "JOBQ_API_PORT": str(port)}
     api = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not wait on it
         [sys.executable, "-m", "jobq.cli", "api", "jobq.bench.tasks:jq"],
@@ -234,6 +235,7 @@ def _rate(r: CaseResult) -> str:
             f"{r.per_second:,.0f}/s; first/last tenth {e['first_tenth_per_s']:,.0f}"
             f"/{e['last_tenth_per_s']:,.0f}/s; RSS {e['worker_rss_mib_early']:.0f}"
             f"->{e['worker_rss_mib_late']:.0f} MiB"
+            + (_table_growth(e["table_mib_per_tenth"]) if "table_mib_per_tenth" in e else "")
         )
     if "p50_ms" in r.extra and r.per_second is None:
         return f"p50 {r.extra['p50_ms']:.2f} ms, p95 {r.extra['p95_ms']:.2f} ms"
@@ -245,6 +247,10 @@ def _rate(r: CaseResult) -> str:
     if "plain_insert_into_jobs_table_per_s" in r.extra:
         text += f"; plain into jobq_jobs {r.extra['plain_insert_into_jobs_table_per_s']:,.0f}/s"
     return text
+
+
+def _table_growth(sizes: list[float]) -> str:
+    return f"; table {sizes[0]:,.0f}->{sizes[-1]:,.0f} MiB"
 
 
 def render_table(results: list[CaseResult], *, claim_async_commit: bool = False) -> str:
