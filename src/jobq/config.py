@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         timedelta(days=30),
         description="Failed (dead-letter) jobs are deleted this long after they finish",
     )
+    vacuum_dead_rows: int = Field(
+        50_000,
+        ge=0,
+        description="PostgreSQL: the maintenance leader VACUUMs the jobs table once this many "
+        "dead row versions wait in it, when autovacuum has not got to them (0: never)",
+    )
 
     # --- default retry policy for tasks that set none ---
     max_attempts: int = Field(5, ge=1, le=1000, description="Default attempts per job")

@@ -313,6 +313,12 @@ class Driver(Protocol):
         ago (their error history goes with them); returns how many."""
         ...
 
+    async def vacuum_jobs(self, min_dead_rows: int) -> bool:
+        """Reclaim the jobs table's dead row versions once at least ``min_dead_rows`` wait;
+        True when it ran. Until then every claim walks the index entries of the jobs claimed
+        since the last clean-up. A no-op where the database reclaims space as it deletes."""
+        ...
+
     async def refresh_statistics(self) -> bool:
         """Bring the planner's statistics of the jobs table up to date when they say far
         fewer jobs wait than do (a backlog loaded since the last ANALYZE, with autovacuum off

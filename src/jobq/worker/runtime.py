@@ -54,8 +54,11 @@ log = structlog.get_logger("jobq.worker")
 
 # The name of the lease whose holder runs periodic maintenance (rescue, retention).
 MAINTENANCE_LEASE = "maintenance"
-PURGE_BATCH = 500
-PURGE_BATCHES_PER_ROUND = 20  # bounds one round's work; the next round continues
+# The leader's upkeep of the jobs table (retention, VACUUM) runs this often: a busy queue
+# finishes tens of thousands of jobs a second, and every one of them leaves dead row versions
+# that each claim walks past until they are cleaned up.
+HOUSEKEEPING_EVERY_S = 1.0
+PURGE_BATCH = 2000  # jobs deleted per statement: short locks, few round trips
 
 
 class Worker:
@@ -107,6 +110,7 @@ class Worker:
         self.processed = 0  # jobs finished (any outcome) by this worker
         self.is_leader = False
         self._statistics: asyncio.Task[None] | None = None  # the leader's statistics refresh
+        self._housekeeping: asyncio.Task[None] | None = None  # the leader's retention, VACUUM
 
     # ------------------------------------------------------------------ control
     def stop(self, *, graceful: bool = True) -> None:
@@ -170,10 +174,11 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            if self._statistics is not None:
-                self._statistics.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._statistics
+            for duty in (self._statistics, self._housekeeping):
+                if duty is not None:
+                    duty.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await duty
             if scheduler is not None:
                 scheduler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -463,9 +468,12 @@ class Worker:
         self.is_leader = leader
         if leader:
             await self._rescue()
-            await self._purge_expired()
-            # In a task of its own: an ANALYZE of a large table takes seconds, and this loop
-            # must keep heartbeating meanwhile.
+            # In tasks of their own: a purge that catches up, a VACUUM or an ANALYZE of a
+            # large table takes seconds, and this loop must keep heartbeating meanwhile.
+            if self._housekeeping is None or self._housekeeping.done():
+                self._housekeeping = asyncio.create_task(
+                    self._keep_house(), name="jobq-housekeeping"
+                )
             if self._statistics is None or self._statistics.done():
                 self._statistics = asyncio.create_task(
                     self._refresh_statistics(), name="jobq-statistics"
@@ -478,22 +486,53 @@ class Worker:
         except Exception as exc:  # an optimisation: the next round tries again
             self.log.warning("statistics refresh failed", error=str(exc))
 
+    async def _keep_house(self) -> None:
+        """While this worker leads: retention, and a VACUUM of the jobs table where nothing
+        else keeps up with it, each every HOUSEKEEPING_EVERY_S and side by side (on a busy
+        queue the purge is hardly ever done; the VACUUM must not wait for it)."""
+        await asyncio.gather(
+            self._while_leading(self._purge_expired), self._while_leading(self._vacuum_if_needed)
+        )
+
+    async def _while_leading(self, duty: Callable[[], Awaitable[None]]) -> None:
+        while self.is_leader and not self._stopping.is_set():
+            try:
+                await duty()
+            except Exception as exc:  # an outage: the next round tries again
+                self.log.warning("housekeeping failed", duty=duty.__name__, error=str(exc))
+            await self._wait_any(self._stopping, timeout=HOUSEKEEPING_EVERY_S)
+
     async def _purge_expired(self) -> None:
-        """Retention: delete finished jobs past their keep-time, in small batches."""
+        """Retention: delete finished jobs past their keep-time, in batches, until none is
+        left (or this worker stops leading). All of it each round, so retention keeps pace
+        with any rate of work (a fixed number a round fell behind: 20 batches of 500 every
+        10 s, against tens of thousands of jobs a second)."""
         rules = [
             (JobStatus.SUCCEEDED, self.settings.retention),
             (JobStatus.CANCELLED, self.settings.retention),
             (JobStatus.FAILED, self.settings.failed_retention),
         ]
         for status, keep in rules:
-            for _ in range(PURGE_BATCHES_PER_ROUND):
+            purged = 0
+            while self.is_leader and not self._stopping.is_set():
                 deleted = await self.driver.purge_finished(
                     status, keep.total_seconds(), PURGE_BATCH
                 )
-                if deleted:
-                    self.log.info("retention purged jobs", status=str(status), count=deleted)
+                purged += deleted
                 if deleted < PURGE_BATCH:
                     break
+            if purged:
+                self.log.info("retention purged jobs", status=str(status), count=purged)
+
+    async def _vacuum_if_needed(self) -> None:
+        """PostgreSQL's autovacuum visits a table at most once a minute (autovacuum_naptime),
+        and not at all where it is off; by then a busy queue has left millions of dead row
+        versions, whose index entries every claim walks past (measured: 40 ms a claim of
+        500 at 635,000). So the leader vacuums the jobs table itself once
+        ``vacuum_dead_rows`` of them wait."""
+        threshold = self.settings.vacuum_dead_rows
+        if threshold and await self.driver.vacuum_jobs(threshold):
+            self.log.debug("vacuumed the jobs table")
 
     async def _rescue(self) -> None:
         try:

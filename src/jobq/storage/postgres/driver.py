@@ -1077,6 +1077,15 @@ class PostgresDriver:
         args = {"status": str(status), "older_than_s": older_than_s, "batch": batch}
         return len(await self._fetch_ids("purge_finished", args, prepare=False))
 
+    async def vacuum_jobs(self, min_dead_rows: int) -> bool:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["dead_rows"])
+            row = await cur.fetchone()
+            if row is None or row[0] < min_dead_rows or not row[1]:
+                return False
+            await conn.execute(self._q["vacuum_jobs"])
+        return True
+
     async def refresh_statistics(self) -> bool:
         # The harm is specific: the planner believing few jobs wait when many do. So that is
         # what is checked, directly (a capped count through the claim index against the

@@ -1171,6 +1171,11 @@ class SqliteDriver:
         }
         return len(await self._write("purge_finished", args))
 
+    async def vacuum_jobs(self, min_dead_rows: int) -> bool:
+        # SQLite has no dead row versions: a deleted or updated row's space is free for the
+        # next write at once, and its index entries go with it.
+        return False
+
     async def ping(self) -> None:
         # Reading the schema touches the file, which SELECT 1 would not.
         conn = await self._reader_conn()
