@@ -229,13 +229,22 @@ async def _wait_http(port: int, timeout: float = 30) -> None:
 
 
 def _rate(r: CaseResult) -> str:
+    if "second_tenth_per_s" in r.extra:  # the long-running case
+        e = r.extra
+        cpu = e["db_cpu_us_per_job_per_tenth"]
+        return (
+            f"{r.per_second:,.0f}/s; second/last tenth {e['second_tenth_per_s']:,.0f}"
+            f"/{e['last_tenth_per_s']:,.0f}/s"
+            + (f", db {cpu[1]:.0f}->{cpu[-1]:.0f} us/job" if cpu[1] and cpu[-1] else "")
+            + f"; RSS {e['worker_rss_mib_early']:.0f}->{e['worker_rss_mib_late']:.0f} MiB"
+            + _table_growth(e["table_mib_per_tenth"])
+        )
     if "first_tenth_per_s" in r.extra:
         e = r.extra
         return (
             f"{r.per_second:,.0f}/s; first/last tenth {e['first_tenth_per_s']:,.0f}"
             f"/{e['last_tenth_per_s']:,.0f}/s; RSS {e['worker_rss_mib_early']:.0f}"
             f"->{e['worker_rss_mib_late']:.0f} MiB"
-            + (_table_growth(e["table_mib_per_tenth"]) if "table_mib_per_tenth" in e else "")
         )
     if "p50_ms" in r.extra and r.per_second is None:
         return f"p50 {r.extra['p50_ms']:.2f} ms, p95 {r.extra['p95_ms']:.2f} ms"

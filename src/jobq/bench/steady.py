@@ -37,8 +37,9 @@ from .sysstat import ServerCpu
 STEADY_BACKLOG = 40_000  # most jobs enqueued and not yet finished
 STEADY_CHUNK = 5_000  # jobs per enqueue_many call
 SAMPLE_EVERY_S = 0.25
-# Retention short enough to delete nearly every job during the run, and maintenance (every
-# lease_s / 3) often enough to do it in many rounds.
+BACKLOG_CHECK_EVERY_S = 0.05
+# Retention short enough to delete nearly every job during the run; a short lease, so that a
+# leader (which does the housekeeping) is chosen within 2 s (lease_s / 3) of the start.
 STEADY_ENV = {"JOBQ_RETENTION": "2", "JOBQ_LEASE_S": "6", "JOBQ_HEARTBEAT_S": "1"}
 
 
@@ -64,15 +65,25 @@ def _succeeded(port: int) -> int:
     return int(total)
 
 
-def table_bytes(url: str) -> int:
+class TableSize:
     """The jobs table with its indexes and TOAST (PostgreSQL), or the database file and its
-    WAL (SQLite): the space the queue holds on disk."""
-    if url.startswith("sqlite"):
-        path = url.removeprefix("sqlite:///")
-        return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT pg_total_relation_size('jobq_jobs')").fetchone()
-    return int(row[0]) if row else 0
+    WAL (SQLite): the space the queue holds on disk. One connection for the whole run, so
+    that the samples do not add a connection's start-up to the server's CPU each time."""
+
+    def __init__(self, url: str) -> None:
+        self._path = url.removeprefix("sqlite:///") if url.startswith("sqlite") else None
+        self._conn = None if self._path else psycopg.connect(url, autocommit=True)
+
+    def __call__(self) -> int:
+        if self._conn is None:
+            files = (self._path, f"{self._path}-wal")
+            return sum(os.path.getsize(p) for p in files if p and os.path.exists(p))
+        row = self._conn.execute("SELECT pg_total_relation_size('jobq_jobs')").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 def _unfinished_and_succeeded(url: str) -> tuple[int, int]:
@@ -95,12 +106,14 @@ async def long_running(url: str, n: int, processes: int, server: ServerCpu) -> C
     ports = [free_port() for _ in range(processes)]
     workers = start_workers(url, processes, burst=False, env=STEADY_ENV, metrics_ports=ports)
     samples: list[Sample] = []
+    table_bytes = TableSize(url)
 
     async def sample() -> Sample:
-        finished = sum([await asyncio.to_thread(_succeeded, port) for port in ports])
-        size = await asyncio.to_thread(table_bytes, url)
+        finished = await _succeeded_in_all(ports)
+        at, db_cpu = time.monotonic(), server.total()  # read with the count they go with
+        size = await asyncio.to_thread(table_bytes)
         rss = sum(rss_kib(w.pid) for w in workers) // len(workers)
-        return Sample(time.monotonic(), finished, server.total(), size, rss)
+        return Sample(at, finished, db_cpu, size, rss)
 
     async def keep_sampling() -> None:
         while True:
@@ -109,6 +122,7 @@ async def long_running(url: str, n: int, processes: int, server: ServerCpu) -> C
                 return
             await asyncio.sleep(SAMPLE_EVERY_S)
 
+    sampling: asyncio.Task[None] | None = None
     try:
         await wait_for_workers(jq, processes)
         sampling = asyncio.create_task(keep_sampling())
@@ -119,24 +133,43 @@ async def long_running(url: str, n: int, processes: int, server: ServerCpu) -> C
             await jq.driver.enqueue_many([NewJob(kind="noop") for _ in range(chunk)])
             produced += chunk
         await asyncio.wait_for(sampling, timeout=3600)
+        # Rows leave the table only through retention, which deletes finished jobs alone. So
+        # every job ran and succeeded once when nothing is left unfinished and, after that,
+        # the workers' count of successes is exactly n: a job run twice would count twice,
+        # one never run would be left waiting.
+        unfinished = await _none_unfinished(url)
+        finished = await _succeeded_in_all(ports)
     finally:
+        if sampling is not None:
+            sampling.cancel()
         for w in workers:
             w.terminate()
         worker_cpu = await asyncio.to_thread(reap, workers)
+        table_bytes.close()
         await jq.close()
-    # Read once the workers are gone: their retention deletes until they stop.
-    unfinished, remaining = await asyncio.to_thread(_unfinished_and_succeeded, url)
-    # Rows leave the table only through retention, which deletes finished jobs alone. So
-    # every job ran and succeeded once when the workers counted exactly n successes and
-    # nothing is left unfinished (a job run twice would count twice; one never run would be
-    # left waiting).
-    finished = samples[-1].finished
     if finished != n or unfinished:
         raise RuntimeError(
             f"benchmark check failed: {n} enqueued, the workers counted {finished} succeeded;"
             f" {unfinished} left unfinished"
         )
+    # Read once the workers are gone: their retention deletes until they stop.
+    _, remaining = await asyncio.to_thread(_unfinished_and_succeeded, url)
     return _summarize(n, processes, samples, worker_cpu, remaining)
+
+
+async def _succeeded_in_all(ports: list[int]) -> int:
+    return sum([await asyncio.to_thread(_succeeded, port) for port in ports])
+
+
+async def _none_unfinished(url: str, timeout: float = 60) -> int:
+    """Waits until no job is left unfinished (the last completions are written in batches);
+    returns how many are, 0 unless the deadline passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        unfinished, _ = await asyncio.to_thread(_unfinished_and_succeeded, url)
+        if not unfinished or time.monotonic() > deadline:
+            return unfinished
+        await asyncio.sleep(0.05)
 
 
 async def _room_in_backlog(produced: int, ports: list[int]) -> None:
@@ -144,10 +177,9 @@ async def _room_in_backlog(produced: int, ports: list[int]) -> None:
     the workers' metrics, not the database: counting the waiting jobs there as often as this
     asks would cost the database more than the jobs do."""
     while True:
-        finished = sum([await asyncio.to_thread(_succeeded, port) for port in ports])
-        if produced - finished <= STEADY_BACKLOG:
+        if produced - await _succeeded_in_all(ports) <= STEADY_BACKLOG:
             return
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(BACKLOG_CHECK_EVERY_S)
 
 
 def _summarize(
@@ -183,10 +215,10 @@ def _summarize(
     result.worker_cpu_s = worker_cpu
     first_cpu, last_cpu = marks[0][1], marks[10][1]
     result.db_cpu_s = None if first_cpu is None or last_cpu is None else last_cpu - first_cpu
-    # The second tenth is the first in full swing (the first includes the start, when the
-    # backlog is still filling); the RSS "early" is read at its end.
+    # The second tenth is the first in full swing (the first includes the start, on an empty
+    # table, while the backlog fills); the RSS "early" is read at its end.
     result.extra = {
-        "first_tenth_per_s": rates[1],
+        "second_tenth_per_s": rates[1],
         "last_tenth_per_s": rates[-1],
         "per_tenth_per_s": [round(r) for r in rates],
         "db_cpu_us_per_job_per_tenth": [None if c is None else round(c, 1) for c in cpu_us],
