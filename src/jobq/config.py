@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         50_000,
         ge=0,
         description="PostgreSQL: the maintenance leader VACUUMs the jobs table once this many "
-        "dead row versions wait in it, when autovacuum has not got to them (0: never)",
+        "more dead row versions wait in it than its last VACUUM left (0: never)",
     )
 
     # --- default retry policy for tasks that set none ---

@@ -9,11 +9,13 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 
 from jobq import JobQueue, JobStatus
 from jobq.storage import connect
 from jobq.storage.base import ClaimParams, Completion, Driver, Failure, NewJob
 from jobq.storage.sqlfiles import load_queries
+from jobq.worker import runtime
 
 from ..waiting import eventually
 from .test_worker import fast_settings
@@ -36,6 +38,28 @@ async def test_one_round_of_retention_deletes_every_expired_job(db_url: str) -> 
         worker.is_leader = True
         await worker._purge_expired()
         assert await jq.stats() == []
+    finally:
+        await jq.close()
+
+
+async def test_a_round_of_retention_gives_every_status_its_turn(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "PURGE_BATCH", 10)
+    monkeypatch.setattr(runtime, "PURGE_BATCHES_PER_STATUS", 3)
+    settings = fast_settings(db_url, retention=timedelta(0), failed_retention=timedelta(0))
+    jq = JobQueue(settings=settings)
+    try:
+        (doomed,) = await jq.driver.enqueue_many([NewJob(kind="k", max_attempts=1)])
+        (claimed,) = await jq.driver.claim_batch(ClaimParams("w", limit=1))
+        await jq.driver.fail_many([Failure(doomed.id, claimed.attempt, "boom", None, None)])
+        await finish_all(jq.driver, 100)
+        worker = jq.worker(concurrency=1)
+        worker.is_leader = True
+        # Succeeded jobs beyond a round's share: the round stops short of them, says so (the
+        # next round comes at once), and still gets to the failed job.
+        assert await worker._purge_expired() == (31, True)
+        assert [(s.status, s.count) for s in await jq.stats()] == [(JobStatus.SUCCEEDED, 70)]
     finally:
         await jq.close()
 
@@ -70,8 +94,17 @@ async def waiting_on_a_lock(url: str) -> bool:
     return bool(row and row[0])
 
 
+def without_autovacuum(url: str) -> str:
+    """The test database with autovacuum kept off the jobs table (it may be on where the
+    tests run), so that every VACUUM these tests see is jobq's."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE jobq_jobs SET (autovacuum_enabled = false)")
+    return url
+
+
 def make_dead_rows(url: str, count: int) -> None:
-    """``count`` dead row versions in the jobs table, already in the server's statistics."""
+    """``count`` dead row versions in the jobs table, already in the server's statistics
+    (pg_stat_force_next_flush: PostgreSQL 15 and later)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "UPDATE jobq_jobs SET updated_at = now()"
@@ -92,7 +125,7 @@ def vacuum_state(url: str) -> tuple[int, int]:
 
 
 async def test_the_jobs_table_is_vacuumed_once_enough_dead_rows_wait(pg_url: str) -> None:
-    driver = connect(pg_url)
+    driver = connect(without_autovacuum(pg_url))
     try:
         await driver.enqueue_many([NewJob(kind="k") for _ in range(3000)])
         make_dead_rows(pg_url, 3000)
@@ -102,6 +135,27 @@ async def test_the_jobs_table_is_vacuumed_once_enough_dead_rows_wait(pg_url: str
         assert vacuum_state(pg_url) == (vacuums, dead)
         assert await driver.vacuum_jobs(2000)
         assert vacuum_state(pg_url) == (vacuums + 1, 0)
+    finally:
+        await driver.close()
+
+
+async def test_dead_rows_an_old_snapshot_keeps_do_not_make_every_round_vacuum(
+    pg_url: str,
+) -> None:
+    driver = connect(without_autovacuum(pg_url))
+    try:
+        await driver.enqueue_many([NewJob(kind="k") for _ in range(3000)])
+        async with await psycopg.AsyncConnection.connect(pg_url) as reader:
+            await reader.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+            await reader.execute("SELECT count(*) FROM jobq_jobs")  # its snapshot, held open
+            make_dead_rows(pg_url, 3000)
+            vacuums, _ = vacuum_state(pg_url)
+            assert await driver.vacuum_jobs(2000)
+            assert vacuum_state(pg_url) == (vacuums + 1, 3000)  # the reader still sees them
+            assert not await driver.vacuum_jobs(2000)  # nothing new since: not again
+            make_dead_rows(pg_url, 2000)
+            assert await driver.vacuum_jobs(2000)  # 2,000 more since the last one
+        assert vacuum_state(pg_url)[0] == vacuums + 2
     finally:
         await driver.close()
 
@@ -117,12 +171,14 @@ async def test_sqlite_has_nothing_to_vacuum(sqlite_url: str) -> None:
 
 
 async def test_the_leading_worker_vacuums_the_jobs_table(pg_url: str) -> None:
-    jq = JobQueue(settings=fast_settings(pg_url, vacuum_dead_rows=1000))
+    jq = JobQueue(settings=fast_settings(without_autovacuum(pg_url), vacuum_dead_rows=1000))
     try:
-        await jq.driver.enqueue_many([NewJob(kind="k") for _ in range(1500)])
-        make_dead_rows(pg_url, 1500)
+        # Finished jobs: no claim, rescue or retention reads their rows, so no page pruning
+        # takes dead versions off the count before the worker looks.
+        await finish_all(jq.driver, 3000)
+        make_dead_rows(pg_url, 3000)
         vacuums, _ = vacuum_state(pg_url)
-        worker = jq.worker(concurrency=1, queues=["nothing-here"])  # claims none of them
+        worker = jq.worker(concurrency=1)
         running = asyncio.create_task(worker.run())
 
         async def vacuumed() -> bool:

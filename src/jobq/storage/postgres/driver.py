@@ -349,6 +349,7 @@ class PostgresDriver:
         # Fair claiming: the last tenant each worker of this process served.
         self._tenant_cursor: dict[str, str] = {}
         self._analyzed_at: float | None = None  # monotonic time of this process's last ANALYZE
+        self._dead_rows_left = 0  # dead rows the last VACUUM could not remove
         # Each claim's synchronous_commit: 'off', or None for the session's own (see
         # claim_batch_by_queue in queries.sql).
         self._claim_commit = "off" if self._settings.claim_async_commit else None
@@ -1081,9 +1082,19 @@ class PostgresDriver:
         async with self._connection() as conn:
             cur = await conn.execute(self._q["dead_rows"])
             row = await cur.fetchone()
-            if row is None or row[0] < min_dead_rows or not row[1]:
+            if row is None or not row[1]:
+                return False
+            # Counted from what the last VACUUM left: the rows an old snapshot still needs
+            # (a session idle in a transaction, a long report) stay dead through it, and must
+            # not make every round vacuum again. (The count only falls below it when
+            # autovacuum got there too.)
+            self._dead_rows_left = min(self._dead_rows_left, int(row[0]))
+            if row[0] - self._dead_rows_left < min_dead_rows:
                 return False
             await conn.execute(self._q["vacuum_jobs"])
+            cur = await conn.execute(self._q["dead_rows"])
+            left = await cur.fetchone()
+            self._dead_rows_left = int(left[0]) if left else 0
         return True
 
     async def refresh_statistics(self) -> bool:
