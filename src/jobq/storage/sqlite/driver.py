@@ -8,7 +8,8 @@ Within a process an asyncio lock keeps coroutines from interleaving statements o
 write connection. Plain reads go to a second connection: in WAL mode they never wait for the
 writer.
 
-SQLite has no server push, so ``listen`` only hears this process's events; workers poll.
+SQLite has no server push: ``listen`` hears this process's events, and other connections'
+commits through the file's change counter (watch.py).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ from ..common import (
 )
 from ..plans import CopyIn, Plan, Run, RunMany, Step, T, drive, drive_async
 from ..sqlfiles import Migration, load_migrations, load_queries, pending_migrations
+from .watch import CommitWatcher
 
 log = logging.getLogger("jobq.storage.sqlite")
 
@@ -582,8 +584,8 @@ class SqliteDriver:
         if not jobs:
             return []
         with self._sync_connection(atomic) as conn:
-            # No local wake-up: this may be any thread. The workers of this process find the
-            # jobs when they next poll, as they find those of other processes.
+            # No local wake-up: this may be any thread. The workers of this process see the
+            # commit in the file's change counter, as they see other processes' (watch.py).
             return drive(plan, self._executor_sync(conn))
 
     async def _run_write(self, plan: Plan[T], atomic: bool) -> T:
@@ -1194,4 +1196,5 @@ class SqliteDriver:
 
     # ------------------------------------------------------------------ wake-ups
     async def listen(self, handler: NotificationHandler) -> LocalListener:
-        return LocalListener(self._bus, handler)
+        # Besides this process's own events: other processes' commits (see watch.py).
+        return CommitWatcher(self._bus, handler, self._path)
