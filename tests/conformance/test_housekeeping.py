@@ -5,6 +5,7 @@ reclaims the dead row versions every claim would walk past."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -80,6 +81,38 @@ async def test_retention_leaves_alone_a_job_requeued_while_it_runs(pg_url: str) 
             await requeuer.commit()
         assert await purge == 0
         assert (await driver.get(job.id)).status is JobStatus.QUEUED
+    finally:
+        await driver.close()
+
+
+def rows_in(url: str, table: str) -> int:
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as lite:
+            return int(lite.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    with psycopg.connect(url) as conn:
+        row: Any = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0])
+
+
+async def test_retention_takes_the_jobs_error_history_and_dependency_rows(db_url: str) -> None:
+    driver = connect(db_url)
+    try:
+        (parent,) = await driver.enqueue_many([NewJob(kind="k")])
+        (child,) = await driver.enqueue_many(
+            [NewJob(kind="k", max_attempts=1, depends_on=[parent.id])]
+        )
+        assert rows_in(db_url, "jobq_job_dependencies") == 1
+        (claimed,) = await driver.claim_batch(ClaimParams("w", limit=1))
+        await driver.complete_many([Completion(claimed.id, claimed.attempt)])
+        (claimed,) = await driver.claim_batch(ClaimParams("w", limit=1))  # the child, due now
+        assert claimed.id == child.id
+        await driver.fail_many([Failure(child.id, claimed.attempt, "boom", None, None)])
+        assert rows_in(db_url, "jobq_job_errors") == 1
+        assert await driver.purge_finished(JobStatus.FAILED, 0, 100) == 1
+        assert await driver.purge_finished(JobStatus.SUCCEEDED, 0, 100) == 1
+        assert await driver.stats() == []
+        assert rows_in(db_url, "jobq_job_errors") == 0
+        assert rows_in(db_url, "jobq_job_dependencies") == 0
     finally:
         await driver.close()
 

@@ -310,7 +310,7 @@ class Driver(Protocol):
 
     async def purge_finished(self, status: JobStatus, older_than_s: float, batch: int) -> int:
         """Delete up to ``batch`` jobs in ``status`` that finished more than ``older_than_s``
-        ago (their error history goes with them); returns how many."""
+        ago (their error history and dependency rows go with them); returns how many."""
         ...
 
     async def vacuum_jobs(self, min_dead_rows: int) -> bool:

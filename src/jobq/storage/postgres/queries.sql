@@ -489,17 +489,26 @@ DELETE FROM jobq_leader WHERE name = %(name)s AND holder = %(holder)s
 -- whole table, a sequential scan per batch (62-111 ms for 2,000 jobs among 200,000, by
 -- EXPLAIN ANALYZE during the long-running benchmark). The outer WHERE repeats the
 -- conditions, so that a job requeued from the dead-letter queue meanwhile is left alone.
-DELETE FROM jobq_jobs
-WHERE id = ANY(ARRAY(
-    SELECT id FROM jobq_jobs
-    WHERE status = %(status)s
+-- The jobs' error history and dependency rows go in the same statement (migration 0006:
+-- one delete per table and batch, not a cascade trigger per job).
+WITH purged AS (
+    DELETE FROM jobq_jobs
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM jobq_jobs
+        WHERE status = %(status)s
+          AND finished_at < now() - make_interval(secs => %(older_than_s)s)
+        ORDER BY finished_at
+        LIMIT %(batch)s
+    ))
+      AND status = %(status)s
       AND finished_at < now() - make_interval(secs => %(older_than_s)s)
-    ORDER BY finished_at
-    LIMIT %(batch)s
-))
-  AND status = %(status)s
-  AND finished_at < now() - make_interval(secs => %(older_than_s)s)
-RETURNING id
+    RETURNING id
+), history AS (
+    DELETE FROM jobq_job_errors WHERE job_id = ANY(ARRAY(SELECT id FROM purged))
+), edges AS (
+    DELETE FROM jobq_job_dependencies WHERE job_id = ANY(ARRAY(SELECT id FROM purged))
+)
+SELECT id FROM purged
 
 -- name: dead_rows
 -- Dead row versions of the jobs table (the statistics lag its writers by a second or so), and
