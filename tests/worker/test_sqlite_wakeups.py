@@ -3,7 +3,12 @@ enqueued by watching the file's change counter, not only at its next poll."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from jobq import JobQueue, JobStatus
+from jobq.storage import connect
+from jobq.storage.base import NewJob
+from jobq.storage.sqlite.watch import CommitWatcher
 
 from ..waiting import eventually
 from .process_app import record
@@ -40,3 +45,34 @@ async def test_an_idle_sqlite_worker_wakes_for_jobs_another_process_enqueues(
     finally:
         await jq.close()
         assert stop_workers(workers) == [0]
+
+
+async def test_the_watcher_wakes_only_when_a_commit_left_a_job_due(sqlite_url: str) -> None:
+    # Most commits are not new work (completions, heartbeats), and a wake would cost the
+    # worker a claim, which takes the file's write lock.
+    driver = connect(sqlite_url)
+    await driver.open()
+    calls: list[tuple[str, str]] = []
+    listener = await driver.listen(lambda kind, value: calls.append((kind, value)))
+    other = JobQueue(sqlite_url)  # another connection, as another process would have
+    try:
+        assert isinstance(listener, CommitWatcher)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        await other.enqueue_many([NewJob(kind="k", run_at=later)])
+
+        async def looked() -> bool:
+            return listener.changes_seen >= 1
+
+        await eventually(looked, what="the watcher to see the commit")
+        assert calls == []  # nothing due: no wake
+        await other.enqueue_many([NewJob(kind="k")])
+
+        async def woken() -> bool:
+            return bool(calls)
+
+        await eventually(woken, what="a wake")
+        assert calls == [("new", "*")]
+    finally:
+        await listener.close()
+        await other.close()
+        await driver.close()

@@ -1197,4 +1197,4 @@ class SqliteDriver:
     # ------------------------------------------------------------------ wake-ups
     async def listen(self, handler: NotificationHandler) -> LocalListener:
         # Besides this process's own events: other processes' commits (see watch.py).
-        return CommitWatcher(self._bus, handler, self._path)
+        return await CommitWatcher.start(self._bus, handler, self._path)

@@ -3,58 +3,98 @@
 Another process's commit shows in the database file's change counter, ``PRAGMA
 data_version``, which SQLite reads from the WAL index in shared memory, without touching the
 disk. A thread asks it every ``WATCH_EVERY_S`` over a connection of its own and, when it
-moved, wakes this process's listeners for every queue: a job enqueued by ``jobq api`` (or any
-other process) starts in a ``jobq worker`` some milliseconds later, instead of at the
-worker's next poll (``JOBQ_POLL_INTERVAL_S``, a second by default).
+moved and a job is due, wakes this process's listeners for every queue: a job enqueued by
+``jobq api`` (or any other process) starts in a ``jobq worker`` some milliseconds later,
+instead of at the worker's next poll (``JOBQ_POLL_INTERVAL_S``, a second by default).
 
-The counter moves for any commit by another connection, this process's own writer included,
-and tells nothing of what changed; a wake with nothing new costs an idle worker one claim
-that finds nothing (and writes nothing, so it wakes no one in turn).
+The counter moves for any commit by another connection, this process's own writer included
+(completions, heartbeats), and tells nothing of what changed. So the thread first looks
+whether anything is due, a read through the claim index that takes no lock: a wake that
+finds nothing would cost the worker a claim, and every claim takes the file's write lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from ..base import NotificationHandler
 from ..common import LocalBus, LocalListener
 
 WATCH_EVERY_S = 0.01
+_DUE = "SELECT 1 FROM jobq_jobs WHERE status IN ('queued', 'retrying') AND run_at <= ? LIMIT 1"
+
+log = logging.getLogger("jobq.storage.sqlite")
+
+
+def _open(path: Path) -> tuple[sqlite3.Connection, int]:
+    # mode=rw: a file that is gone is an error here, not a new empty database.
+    uri = f"{path.resolve().as_uri()}?mode=rw"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    try:
+        return conn, int(conn.execute("PRAGMA data_version").fetchone()[0])
+    except sqlite3.Error:
+        conn.close()
+        raise
 
 
 class CommitWatcher(LocalListener):
-    """This process's notifications (the local bus), and a ``("new", "*")`` for each change
-    another connection commits to the file."""
+    """This process's notifications (the local bus), and a ``("new", "*")`` when another
+    connection committed to the file and a job is due."""
 
-    def __init__(self, bus: LocalBus, handler: NotificationHandler, path: Path) -> None:
+    def __init__(
+        self,
+        bus: LocalBus,
+        handler: NotificationHandler,
+        conn: sqlite3.Connection,
+        version: int,
+    ) -> None:
         super().__init__(bus, handler)
+        self.changes_seen = 0  # commits the thread has looked at (tests wait on it)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._watch,
-            args=(path, asyncio.get_running_loop(), handler),
+            args=(conn, version, asyncio.get_running_loop(), handler),
             name="jobq-sqlite-watch",
             daemon=True,
         )
         self._thread.start()
 
+    @classmethod
+    async def start(cls, bus: LocalBus, handler: NotificationHandler, path: Path) -> LocalListener:
+        """A watcher whose counter was read before this returns, so that no commit after it
+        goes unseen; the local bus alone when the file cannot be opened for it."""
+        try:
+            conn, version = await asyncio.to_thread(_open, path)
+        except sqlite3.Error as exc:
+            log.warning("cannot watch %s for other processes' commits (%s): polling", path, exc)
+            return LocalListener(bus, handler)
+        return cls(bus, handler, conn, version)
+
     def _watch(
-        self, path: Path, loop: asyncio.AbstractEventLoop, handler: NotificationHandler
+        self,
+        conn: sqlite3.Connection,
+        seen: int,
+        loop: asyncio.AbstractEventLoop,
+        handler: NotificationHandler,
     ) -> None:
         try:
-            conn = sqlite3.connect(path, check_same_thread=False)
-        except sqlite3.Error:
-            return  # the worker's polling still finds the work
-        try:
-            seen = conn.execute("PRAGMA data_version").fetchone()[0]
-            while not self._stop.wait(WATCH_EVERY_S):
+            # The loop's end stops the thread too, should close() never be called.
+            while not self._stop.wait(WATCH_EVERY_S) and not loop.is_closed():
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if version != seen:
-                    seen = version
+                if version == seen:
+                    continue
+                seen = version
+                if conn.execute(_DUE, (time.time(),)).fetchone():
                     loop.call_soon_threadsafe(handler, "new", "*")
-        except (sqlite3.Error, RuntimeError):  # a vanished file; a loop already closed
+                self.changes_seen += 1
+        except sqlite3.Error as exc:
+            log.warning("stopped watching for other processes' commits (%s): polling", exc)
+        except RuntimeError:  # the loop closed between the check and the call
             pass
         finally:
             conn.close()
