@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from jobq.errors import MigrationError
-from jobq.storage import connect
+from jobq.storage import connect, sqlfiles
 from jobq.storage.sqlfiles import load_migrations
 
 
@@ -73,6 +73,25 @@ async def test_up_down_up_leaves_the_same_schema(unmigrated_url: str) -> None:
         assert await driver.applied_migrations() == []
         assert await driver.migrate() == list(range(1, newest + 1))
         assert schema_of(unmigrated_url) == first
+    finally:
+        await driver.close()
+
+
+async def test_each_rollback_restores_the_schema_before_its_migration(
+    unmigrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    every = load_migrations("sqlite" if unmigrated_url.startswith("sqlite") else "postgres")
+    driver = connect(unmigrated_url)
+    try:
+        schemas = [schema_of(unmigrated_url)]
+        for count in range(1, len(every) + 1):  # up one migration at a time
+            monkeypatch.setattr(sqlfiles, "load_migrations", lambda _, k=count: every[:k])
+            assert await driver.migrate() == [every[count - 1].version]
+            schemas.append(schema_of(unmigrated_url))
+        monkeypatch.undo()
+        for count in range(len(every), 0, -1):
+            assert await driver.rollback(1) == [every[count - 1].version]
+            assert schema_of(unmigrated_url) == schemas[count - 1], every[count - 1].name
     finally:
         await driver.close()
 
