@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -236,15 +237,14 @@ def _rate(r: CaseResult) -> str:
             f"{r.per_second:,.0f}/s; second/last tenth {e['second_tenth_per_s']:,.0f}"
             f"/{e['last_tenth_per_s']:,.0f}/s"
             + (f", db {cpu[1]:.0f}->{cpu[-1]:.0f} us/job" if cpu[1] and cpu[-1] else "")
-            + f"; RSS {e['worker_rss_mib_early']:.0f}->{e['worker_rss_mib_late']:.0f} MiB"
+            + _rss_change(e)
             + _table_growth(e["table_mib_per_tenth"])
         )
     if "first_tenth_per_s" in r.extra:
         e = r.extra
         return (
             f"{r.per_second:,.0f}/s; first/last tenth {e['first_tenth_per_s']:,.0f}"
-            f"/{e['last_tenth_per_s']:,.0f}/s; RSS {e['worker_rss_mib_early']:.0f}"
-            f"->{e['worker_rss_mib_late']:.0f} MiB"
+            f"/{e['last_tenth_per_s']:,.0f}/s" + _rss_change(e)
         )
     if "p50_ms" in r.extra and r.per_second is None:
         return f"p50 {r.extra['p50_ms']:.2f} ms, p95 {r.extra['p95_ms']:.2f} ms"
@@ -256,6 +256,10 @@ def _rate(r: CaseResult) -> str:
     if "plain_insert_into_jobs_table_per_s" in r.extra:
         text += f"; plain into jobq_jobs {r.extra['plain_insert_into_jobs_table_per_s']:,.0f}/s"
     return text
+
+
+def _rss_change(e: dict[str, Any]) -> str:
+    return f"; RSS {e['worker_rss_mib_early']:.0f}->{e['worker_rss_mib_late']:.0f} MiB"
 
 
 def _table_growth(sizes: list[float]) -> str:

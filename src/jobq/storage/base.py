@@ -314,9 +314,10 @@ class Driver(Protocol):
         ...
 
     async def vacuum_jobs(self, min_dead_rows: int) -> bool:
-        """Reclaim the jobs table's dead row versions once at least ``min_dead_rows`` wait;
-        True when it ran. Until then every claim walks the index entries of the jobs claimed
-        since the last clean-up. A no-op where the database reclaims space as it deletes."""
+        """Reclaim the jobs table's dead row versions once at least ``min_dead_rows`` more
+        wait than the last clean-up left; True when it ran. Until then every claim walks the
+        index entries of the jobs claimed since the last clean-up. A no-op where the database
+        reclaims space as it deletes."""
         ...
 
     async def refresh_statistics(self) -> bool:

@@ -431,7 +431,7 @@ class Worker:
     # ------------------------------------------------------------------ background duties
     async def _heartbeat_loop(self) -> None:
         beat_every = self.settings.heartbeat_s
-        cancel_every = min(0.5, beat_every)
+        cancel_every = self._cancel_poll_every_s
         rescue_every = self._maintenance_every_s
         loop = asyncio.get_running_loop()
         next_beat = next_rescue = loop.time()
@@ -493,9 +493,14 @@ class Worker:
             self.log.warning("statistics refresh failed", error=str(exc))
 
     @property
+    def _cancel_poll_every_s(self) -> float:
+        """How often the heartbeat loop ticks, looking for cancel requests."""
+        return min(0.5, self.settings.heartbeat_s)
+
+    @property
     def _maintenance_every_s(self) -> float:
         """How often the heartbeat loop takes the maintenance lease and rescues."""
-        return max(self.settings.lease_s / 3, min(0.5, self.settings.heartbeat_s))
+        return max(self.settings.lease_s / 3, self._cancel_poll_every_s)
 
     async def _keep_house(self) -> None:
         """While this worker leads: retention, and a VACUUM of the jobs table where nothing
