@@ -104,10 +104,10 @@ def _unfinished_and_succeeded(url: str) -> tuple[int, int]:
 
 async def long_running(url: str, n: int, processes: int, server: ServerCpu) -> CaseResult:
     jq = JobQueue(settings=bench_settings(url))
+    table_bytes = TableSize(url)  # before the workers: a failure here leaves none running
     ports = [free_port() for _ in range(processes)]
     workers = start_workers(url, processes, burst=False, env=STEADY_ENV, metrics_ports=ports)
     samples: list[Sample] = []
-    table_bytes = TableSize(url)
 
     async def sample() -> Sample:
         finished = await _succeeded_in_all(ports)
