@@ -5,7 +5,6 @@ reclaims the dead row versions every claim would walk past."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from jobq.storage.sqlfiles import load_queries
 from jobq.worker import runtime
 
 from ..waiting import eventually
+from ..worker.processes import sql
 from .test_worker import fast_settings
 
 
@@ -86,12 +86,9 @@ async def test_retention_leaves_alone_a_job_requeued_while_it_runs(pg_url: str) 
 
 
 def rows_in(url: str, table: str) -> int:
-    if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as lite:
-            return int(lite.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-    with psycopg.connect(url) as conn:
-        row: Any = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(row[0])
+    [(count,)] = sql(url, f"SELECT count(*) FROM {table}")
+    assert isinstance(count, int)
+    return count
 
 
 async def test_retention_takes_the_jobs_error_history_and_dependency_rows(db_url: str) -> None:
