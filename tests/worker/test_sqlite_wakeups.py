@@ -3,6 +3,7 @@ enqueued by watching the file's change counter, not only at its next poll."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from jobq import JobQueue, JobStatus
@@ -60,10 +61,7 @@ async def test_the_watcher_wakes_only_when_a_commit_left_a_job_due(sqlite_url: s
         later = datetime.now(UTC) + timedelta(hours=1)
         await other.enqueue_many([NewJob(kind="k", run_at=later)])
 
-        async def looked() -> bool:
-            return listener.changes_seen >= 1
-
-        await eventually(looked, what="the watcher to see the commit")
+        await seen_by(listener, commits=1)
         assert calls == []  # nothing due: no wake
         await other.enqueue_many([NewJob(kind="k")])
 
@@ -76,3 +74,40 @@ async def test_the_watcher_wakes_only_when_a_commit_left_a_job_due(sqlite_url: s
         await listener.close()
         await other.close()
         await driver.close()
+
+
+async def test_the_watcher_of_some_queues_wakes_only_for_jobs_due_in_them(sqlite_url: str) -> None:
+    # A worker serving queue "a" would make a claim for nothing on every commit of queue "b".
+    driver = connect(sqlite_url)
+    await driver.open()
+    calls: list[tuple[str, str]] = []
+    listener = await driver.listen(lambda kind, value: calls.append((kind, value)), ["a"])
+    other = JobQueue(sqlite_url)
+    try:
+        assert isinstance(listener, CommitWatcher)
+        await other.enqueue_many([NewJob(kind="k", queue="b")])
+
+        await seen_by(listener, commits=1)
+        assert calls == []  # due, but in a queue this listener does not serve
+        await other.enqueue_many([NewJob(kind="k", queue="a")])
+
+        async def woken() -> bool:
+            return bool(calls)
+
+        await eventually(woken, what="a wake")
+        assert calls == [("new", "*")]
+    finally:
+        await listener.close()
+        await other.close()
+        await driver.close()
+
+
+async def seen_by(listener: CommitWatcher, commits: int) -> None:
+    """Wait until the watcher has looked at ``commits`` commits, then let the wake-ups it
+    handed to the event loop run: it hands them over before it counts the commit."""
+
+    async def looked() -> bool:
+        return listener.changes_seen >= commits
+
+    await eventually(looked, what="the watcher to see the commit")
+    await asyncio.sleep(0)

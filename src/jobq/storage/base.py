@@ -336,7 +336,12 @@ class Driver(Protocol):
         ...
 
     # --- wake-ups ---
-    async def listen(self, handler: NotificationHandler) -> Listener:
+    async def listen(
+        self, handler: NotificationHandler, queues: Sequence[str] | None = None
+    ) -> Listener:
         """Deliver ("new", queue) and ("cancel", id) notifications to ``handler`` until the
-        listener is closed. Drivers without server push deliver only this process's events."""
+        listener is closed. ``queues`` are those the listener serves (None: all); a driver
+        may leave out wake-ups for other queues, and the handler should still filter. Drivers
+        without server push deliver this process's events, and whatever they can learn of
+        other processes' commits."""
         ...

@@ -166,7 +166,7 @@ class Worker:
         # claimed with a plan made for a small table (measured on a 1,000,000-job backlog:
         # 650-2,600 jobs/s for the first ~35 s, against 12,000-16,000 with the refresh).
         await self._refresh_statistics()
-        self._listener = await self.driver.listen(self._on_notification)
+        self._listener = await self.driver.listen(self._on_notification, self.queues)
         self._completer.start()
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="jobq-heartbeat")
         # Periodic jobs (jq.periodic): every worker enqueues each tick, keyed so one job results.

@@ -1140,7 +1140,10 @@ class PostgresDriver:
             return int(row[0]) if row else 0
 
     # ------------------------------------------------------------------ wake-ups
-    async def listen(self, handler: NotificationHandler) -> PostgresListener | LocalListener:
+    async def listen(
+        self, handler: NotificationHandler, queues: Sequence[str] | None = None
+    ) -> PostgresListener | LocalListener:
+        # queues unused: every notification names its queue, and handlers skip the others.
         if self._settings.poll_only:
             return LocalListener(self._bus, handler)
         listener = PostgresListener(self._url, handler, self._bus)

@@ -1195,6 +1195,8 @@ class SqliteDriver:
         return int(rows[0][0]) if rows else 0
 
     # ------------------------------------------------------------------ wake-ups
-    async def listen(self, handler: NotificationHandler) -> LocalListener:
+    async def listen(
+        self, handler: NotificationHandler, queues: Sequence[str] | None = None
+    ) -> LocalListener:
         # Besides this process's own events: other processes' commits (see watch.py).
-        return await CommitWatcher.start(self._bus, handler, self._path)
+        return await CommitWatcher.start(self._bus, handler, self._path, queues)

@@ -9,24 +9,37 @@ instead of at the worker's next poll (``JOBQ_POLL_INTERVAL_S``, a second by defa
 
 The counter moves for any commit by another connection, this process's own writer included
 (completions, heartbeats), and tells nothing of what changed. So the thread first looks
-whether anything is due, a read through the claim index that takes no lock: a wake that
-finds nothing would cost the worker a claim, and every claim takes the file's write lock.
+whether anything is due in the queues the listener serves, a read through a claim index that
+takes no lock: a wake that finds nothing would cost the worker a claim, and every claim takes
+the file's write lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..base import NotificationHandler
 from ..common import LocalBus, LocalListener
 
 WATCH_EVERY_S = 0.01
-_DUE = "SELECT 1 FROM jobq_jobs WHERE status IN ('queued', 'retrying') AND run_at <= ? LIMIT 1"
+# Through the claim indexes, as the claims go (queries.sql): left to itself, the planner took
+# the (status, id) index, which walks every queued job of the other queues.
+_DUE_ANY_QUEUE = (
+    "SELECT 1 FROM jobq_jobs INDEXED BY jobq_jobs_claim_any_queue"
+    " WHERE status IN ('queued', 'retrying') AND run_at <= ? LIMIT 1"
+)
+_DUE_IN_QUEUES = (
+    "SELECT 1 FROM jobq_jobs INDEXED BY jobq_jobs_claim_by_queue"
+    " WHERE status IN ('queued', 'retrying') AND run_at <= ?"
+    " AND queue IN (SELECT value FROM json_each(?)) LIMIT 1"
+)
 
 log = logging.getLogger("jobq.storage.sqlite")
 
@@ -44,7 +57,7 @@ def _open(path: Path) -> tuple[sqlite3.Connection, int]:
 
 class CommitWatcher(LocalListener):
     """This process's notifications (the local bus), and a ``("new", "*")`` when another
-    connection committed to the file and a job is due."""
+    connection committed to the file and a job is due in ``queues`` (None: in any queue)."""
 
     def __init__(
         self,
@@ -52,20 +65,27 @@ class CommitWatcher(LocalListener):
         handler: NotificationHandler,
         conn: sqlite3.Connection,
         version: int,
+        queues: Sequence[str] | None = None,
     ) -> None:
         super().__init__(bus, handler)
         self.changes_seen = 0  # commits the thread has looked at (tests wait on it)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._watch,
-            args=(conn, version, asyncio.get_running_loop(), handler),
+            args=(conn, version, asyncio.get_running_loop(), handler, _due_check(queues)),
             name="jobq-sqlite-watch",
             daemon=True,
         )
         self._thread.start()
 
     @classmethod
-    async def start(cls, bus: LocalBus, handler: NotificationHandler, path: Path) -> LocalListener:
+    async def start(
+        cls,
+        bus: LocalBus,
+        handler: NotificationHandler,
+        path: Path,
+        queues: Sequence[str] | None = None,
+    ) -> LocalListener:
         """A watcher whose counter was read before this returns, so that no commit after it
         goes unseen; the local bus alone when the file cannot be opened for it."""
         try:
@@ -73,7 +93,7 @@ class CommitWatcher(LocalListener):
         except sqlite3.Error as exc:
             log.warning("cannot watch %s for other processes' commits (%s): polling", path, exc)
             return LocalListener(bus, handler)
-        return cls(bus, handler, conn, version)
+        return cls(bus, handler, conn, version, queues)
 
     def _watch(
         self,
@@ -81,7 +101,9 @@ class CommitWatcher(LocalListener):
         seen: int,
         loop: asyncio.AbstractEventLoop,
         handler: NotificationHandler,
+        due: tuple[str, tuple[object, ...]],
     ) -> None:
+        query, queue_args = due
         try:
             # The loop's end stops the thread too, should close() never be called.
             while not self._stop.wait(WATCH_EVERY_S) and not loop.is_closed():
@@ -89,7 +111,7 @@ class CommitWatcher(LocalListener):
                 if version == seen:
                     continue
                 seen = version
-                if conn.execute(_DUE, (time.time(),)).fetchone():
+                if conn.execute(query, (time.time(), *queue_args)).fetchone():
                     loop.call_soon_threadsafe(handler, "new", "*")
                 self.changes_seen += 1
         except sqlite3.Error as exc:
@@ -103,3 +125,11 @@ class CommitWatcher(LocalListener):
         await super().close()
         self._stop.set()
         await asyncio.to_thread(self._thread.join)
+
+
+def _due_check(queues: Sequence[str] | None) -> tuple[str, tuple[object, ...]]:
+    """The due check's query and its arguments after the time: a worker serving some queues
+    is not woken for jobs in others (it would make a claim that finds nothing)."""
+    if queues is None:
+        return _DUE_ANY_QUEUE, ()
+    return _DUE_IN_QUEUES, (json.dumps(list(queues)),)
