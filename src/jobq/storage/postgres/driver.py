@@ -246,11 +246,14 @@ def _copy_number(value: float | None) -> str:
 
 class _CopyEncoder:
     """COPY text lines for plain new jobs, and the Job each becomes. The names a batch
-    repeats (queue, kind, tenant) are escaped once per batch, not once per row."""
+    repeats (queue, kind, tenant) are escaped once per batch, not once per row. With
+    ``run_at_column`` false the lines leave out run_at (copy_jobs_due_now): for batches in
+    which no job has one."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, *, run_at_column: bool) -> None:
         self._now = now
         self._stamp = now.isoformat()
+        self._run_at_column = run_at_column
         self._escaped: dict[str | None, str] = {}
 
     def _text(self, value: str | None) -> str:
@@ -262,9 +265,15 @@ class _CopyEncoder:
     def line(self, job_id: int, job: NewJob, encoded: str) -> str:
         """The COPY line of a job whose payload is ``encoded`` (see storable_json)."""
         run_at = job.run_at
+        if not self._run_at_column:
+            when = ""
+        elif run_at is None:
+            when = f"{self._stamp}\t"
+        else:
+            when = f"{run_at.isoformat()}\t"
         return (
             f"{job_id}\t{self._text(job.queue)}\t{self._text(job.kind)}\t{_copy_json(encoded)}\t"
-            f"{job.priority}\t{self._stamp if run_at is None else run_at.isoformat()}\t"
+            f"{job.priority}\t{when}"
             f"{job.max_attempts}\t{self._text(job.tenant)}\t{_copy_number(job.timeout_s)}\t"
             f"{_copy_text(job.request_id)}\n"
         )
@@ -668,7 +677,9 @@ class PostgresDriver:
         queues = sorted({job.queue for job in jobs})
         [(now, reserved, _)] = yield Run("reserve_ids", {"count": len(jobs), "queues": queues})
         ids = sorted(reserved)
-        encode = _CopyEncoder(now)
+        # The default run_at (now()) is the transaction's time, read above with the ids.
+        scheduled = any(job.run_at is not None for job in jobs)
+        encode = _CopyEncoder(now, run_at_column=scheduled)
         created: list[Job] = []
 
         def slices() -> Iterator[bytes]:
@@ -684,7 +695,7 @@ class PostgresDriver:
                 if build:
                     created.extend([encode.job(*row) for row in rows])
 
-        yield CopyIn("copy_jobs", slices())
+        yield CopyIn("copy_jobs" if scheduled else "copy_jobs_due_now", slices())
         return ids, created
 
     def _check_tenant_quota(self, jobs: Sequence[NewJob]) -> Plan[None]:
