@@ -472,13 +472,28 @@ async def test_expired_idempotency_keys_are_forgotten_and_can_be_used_again(
     assert kept is not None and kept.idempotency_key is None
 
 
-async def test_a_bad_job_deep_in_a_large_batch_stores_none_of_it(driver: Driver) -> None:
-    """A large plain batch goes out in slices (COPY on PostgreSQL); a job that cannot be
-    stored, past the first slices, refuses the whole batch, and the driver stays usable."""
+BAD_JOBS = {
+    "payload": (NewJob(kind="k", payload={"text": "nul\x00here"}), "U\\+0000"),
+    "priority": (NewJob(kind="k", priority=5000), "priority"),
+    "kind": (NewJob(kind=""), "kind"),
+    "queue": (NewJob(kind="k", queue="q" * 200), "queue"),  # the first job of its queue
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_JOBS))
+async def test_a_bad_job_deep_in_a_large_batch_stores_none_of_it(driver: Driver, bad: str) -> None:
+    """A large plain batch goes out in slices (COPY on PostgreSQL), its jobs checked as the
+    slices are built; a job that cannot be stored, past the first slices, refuses the whole
+    batch, from async and sync code alike, and the driver stays usable."""
     batch = [NewJob(kind="k", payload={"n": i}) for i in range(2_150)]
-    batch[1_500] = NewJob(kind="k", payload={"text": "nul\x00here"})
-    with pytest.raises(InvalidJobError):
+    job, message = BAD_JOBS[bad]
+    batch[1_500] = job
+    with pytest.raises(InvalidJobError, match=message):
         await driver.enqueue_many(batch)
+    with pytest.raises(InvalidJobError, match=message):
+        await asyncio.to_thread(driver.enqueue_many_sync, batch)
+    with pytest.raises(InvalidJobError, match=message):
+        await driver.enqueue_many_ids(batch)
     assert await driver.list_jobs(ListParams(limit=10)) == []
     assert len(await driver.enqueue_many(batch[:1_500])) == 1_500
 

@@ -233,3 +233,24 @@ async def test_a_connection_outside_autocommit_keeps_the_jobs_in_the_callers_tra
         assert sorted(j.id for j in stored) == sorted(j.id for j in kept)
     finally:
         await jq.close()
+
+
+async def test_a_bad_job_deep_in_a_copy_leaves_the_callers_transaction_usable(
+    pg_url: str,
+) -> None:
+    """The COPY checks its jobs slice by slice; a bad one fails it inside a savepoint of the
+    caller's transaction, which rolls back to before the batch and goes on."""
+    jq = JobQueue(pg_url)
+    try:
+        batch = [NewJob(kind="k", payload={"n": i}) for i in range(1_200)]
+        batch[1_100] = NewJob(kind="k", priority=5000)
+        async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
+            [kept] = await jq.enqueue_many([NewJob(kind="before")], connection=aconn)
+            with pytest.raises(InvalidJobError, match="priority"):
+                await jq.enqueue_many(batch, connection=aconn)
+            [after] = await jq.enqueue_many([NewJob(kind="after")], connection=aconn)
+            await aconn.commit()
+        stored = await jq.list(limit=2000)
+        assert sorted(j.id for j in stored) == [kept.id, after.id]
+    finally:
+        await jq.close()

