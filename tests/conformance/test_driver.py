@@ -477,6 +477,7 @@ BAD_JOBS = {
     "priority": (NewJob(kind="k", priority=5000), "priority"),
     "kind": (NewJob(kind=""), "kind"),
     "queue": (NewJob(kind="k", queue="q" * 200), "queue"),  # the first job of its queue
+    "tenant": (NewJob(kind="k", tenant=5), "tenant must be a string"),  # type: ignore[arg-type]
 }
 
 
@@ -556,15 +557,13 @@ async def test_a_large_plain_batch_equals_what_is_stored(driver: Driver) -> None
 
 async def test_a_large_batch_due_now_is_stored_as_returned(driver: Driver) -> None:
     """Without any run_at in the batch, PostgreSQL's COPY leaves the column to its default:
-    each job is due at the batch's creation time, in the database as in what was returned."""
+    each job is due at the batch's creation time, in the database as in what was returned
+    (whose times come from the statement that reserved the ids)."""
     batch = [NewJob(kind="k", payload={"n": i}, priority=i % 3) for i in range(1_050)]
     returned = await driver.enqueue_many(batch)
     stored = await driver.list_jobs(ListParams(limit=2000))
     assert sorted(stored, key=lambda j: j.id) == returned
     assert {(j.run_at, j.created_at) for j in stored} == {(returned[0].created_at,) * 2}
-    ids = await driver.enqueue_many_ids(batch)
-    again = [await driver.get(job_id) for job_id in (ids[0], ids[-1])]
-    assert all(j is not None and j.run_at == j.created_at for j in again)
 
 
 async def test_enqueue_many_ids_names_each_stored_job_in_request_order(driver: Driver) -> None:

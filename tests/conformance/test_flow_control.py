@@ -226,6 +226,20 @@ async def test_a_tenant_over_its_quota_is_refused(db_url: str) -> None:
         await driver.close()
 
 
+async def test_a_bad_tenant_deep_in_a_batch_under_a_quota_is_refused_as_bad(db_url: str) -> None:
+    """The quota's check reads the batch's tenants before anything is stored, so they are
+    checked first: a bad one is refused as such, not as a database error or a quota."""
+    driver = connect(db_url, Settings(database_url=db_url, tenant_max_queued=1))
+    try:
+        batch = [NewJob(kind="k", tenant="a") for _ in range(150)]
+        batch[120] = NewJob(kind="k", tenant="nul\x00here")
+        with pytest.raises(InvalidJobError, match="tenant"):
+            await driver.enqueue_many(batch)
+        assert await driver.stats() == []
+    finally:
+        await driver.close()
+
+
 @pytest.mark.parametrize("path", ["enqueue_many", "enqueue_many_ids", "enqueue_many_sync"])
 @pytest.mark.parametrize("size", [1, 150])  # 150: above PostgreSQL's COPY threshold
 async def test_every_insert_path_checks_the_tenant_quota(db_url: str, path: str, size: int) -> None:

@@ -254,3 +254,28 @@ async def test_a_bad_job_deep_in_a_copy_leaves_the_callers_transaction_usable(
         assert sorted(j.id for j in stored) == [kept.id, after.id]
     finally:
         await jq.close()
+
+
+async def test_a_bad_job_in_a_copy_leaves_an_idle_callers_connection_as_it_was(
+    pg_url: str,
+) -> None:
+    """As Django's: autocommit off, no statement run yet. A refused batch must not leave the
+    connection in a transaction, let alone an aborted one: the batch is checked before its
+    first statement, which would open the caller's transaction."""
+    jq = JobQueue(pg_url)
+    try:
+        batch = [NewJob(kind="k", payload={"n": i}) for i in range(1_200)]
+        batch[1_100] = NewJob(kind="k", priority=5000)
+        with psycopg.connect(pg_url) as conn:
+            with pytest.raises(InvalidJobError, match="priority"):
+                await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
+            with pytest.raises(InvalidJobError, match="priority"):
+                await jq.enqueue_many(batch, connection=aconn)
+            assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            await jq.enqueue_many(batch[:1_100], connection=aconn)
+            await aconn.commit()
+        assert len(await jq.list(limit=2000)) == 1_100
+    finally:
+        await jq.close()

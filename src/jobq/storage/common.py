@@ -72,8 +72,11 @@ def validate_new_job(job: NewJob) -> None:
             raise InvalidJobError(f"{field_name} must be 1 to {MAX_NAME_LENGTH} characters")
     for field_name in ("kind", "queue", "tenant", "idempotency_key", "unique_key", "request_id"):
         value = getattr(job, field_name)
-        if isinstance(value, str) and "\x00" in value:
-            raise InvalidJobError(f"{field_name} cannot contain U+0000 (NUL)")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidJobError(f"{field_name} cannot contain U+0000 (NUL)")
+        elif value is not None:
+            raise InvalidJobError(f"{field_name} must be a string or None")
     if not isinstance(job.payload, dict):
         raise InvalidJobError("payload must be a JSON object")
     if not MIN_PRIORITY <= job.priority <= MAX_PRIORITY:

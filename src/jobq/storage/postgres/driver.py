@@ -505,7 +505,7 @@ class PostgresDriver:
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         if not jobs:
             return []
-        plan, atomic = self._insert_plan(jobs)
+        plan, atomic = self._insert_plan(jobs, callers=connection is not None)
         if connection is not None:
             # The caller's transaction: the jobs and their wake-up commit (or not) with it.
             if not isinstance(connection, AsyncConnection):
@@ -520,15 +520,17 @@ class PostgresDriver:
     async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
         if len(jobs) < COPY_MIN_JOBS or not plain_batch(jobs):
             return [job.id for job in await self.enqueue_many(jobs)]
-        async with self._connection() as conn:  # the COPY checks the jobs (_copy_insert)
-            ids, _ = await self._run_plan(conn, self._copy_batch(jobs, build=False), True)
+        checked = self._check_up_front(jobs, plain=True, callers=False)
+        async with self._connection() as conn:
+            plan = self._copy_batch(jobs, build=False, checked=checked)
+            ids, _ = await self._run_plan(conn, plan, True)
         self._bus.publish_new(j.queue for j in jobs)
         return ids
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         if not jobs:
             return []
-        plan, atomic = self._insert_plan(jobs)
+        plan, atomic = self._insert_plan(jobs, callers=connection is not None)
         if connection is not None:
             if not isinstance(connection, psycopg.Connection):
                 raise ConfigurationError(_NEEDS_SYNC)
@@ -540,21 +542,34 @@ class PostgresDriver:
         # the server's notification like those of every other process.
         return match_inserted(jobs, *created)
 
-    def _insert_plan(self, jobs: Sequence[NewJob]) -> tuple[Plan[_Inserted], bool]:
-        """The statements that insert ``jobs``, and whether they must run in one transaction
-        (a savepoint inside the caller's): dependencies and quotas take several statements
-        that must commit together, and a COPY reads now() and the ids in the statement before
-        it."""
+    def _insert_plan(
+        self, jobs: Sequence[NewJob], *, callers: bool
+    ) -> tuple[Plan[_Inserted], bool]:
+        """The statements that insert ``jobs`` (over the caller's connection if ``callers``),
+        and whether they must run in one transaction (a savepoint inside the caller's):
+        dependencies and quotas take several statements that must commit together, and a
+        COPY reads now() and the ids in the statement before it."""
         plain = plain_batch(jobs)
-        if not (plain and len(jobs) >= COPY_MIN_JOBS):
-            for job in jobs:
-                validate_new_job(job)  # a COPY checks them as it goes (_copy_insert)
+        checked = self._check_up_front(jobs, plain=plain, callers=callers)
         atomic = (
             any(j.depends_on for j in jobs)
             or bool(self._settings.tenant_max_queued and any(j.tenant for j in jobs))
             or (plain and len(jobs) >= COPY_MIN_JOBS)
         )
-        return self._insert(jobs, plain), atomic
+        return self._insert(jobs, plain, checked), atomic
+
+    def _check_up_front(self, jobs: Sequence[NewJob], *, plain: bool, callers: bool) -> bool:
+        """Check every job before any statement, and say so; or leave them to the COPY,
+        which checks each slice while the server ingests the one before (_copy_insert).
+        Up front, still, on a caller's connection (a COPY failed halfway would leave the
+        transaction it opened on an idle one aborted, where a refusal should leave it as it
+        was) and under a tenant quota (its check reads the jobs' tenants first)."""
+        by_copy = plain and len(jobs) >= COPY_MIN_JOBS
+        if by_copy and not callers and not self._settings.tenant_max_queued:
+            return False
+        for job in jobs:
+            validate_new_job(job)
+        return True
 
     async def _run_plan(self, conn: AsyncConnection[Any], plan: Plan[T], atomic: bool) -> T:
         async def execute(step: Step) -> list[Any]:
@@ -594,12 +609,12 @@ class PostgresDriver:
         with conn.transaction():
             return drive(plan, execute)
 
-    def _insert(self, jobs: Sequence[NewJob], plain: bool) -> Plan[_Inserted]:
+    def _insert(self, jobs: Sequence[NewJob], plain: bool, checked: bool) -> Plan[_Inserted]:
         """Inserts ``jobs``; returns the jobs created and the existing ones some keys led to.
         The statements NOTIFY too; the notification goes out when their transaction commits
         (the caller's own, with connection=), so no worker wakes before it can see the rows."""
         if plain and len(jobs) >= COPY_MIN_JOBS:
-            _, created = yield from self._copy_batch(jobs, build=True)
+            _, created = yield from self._copy_batch(jobs, build=True, checked=checked)
             return created, []
         yield from self._check_tenant_quota(jobs)
         if plain and len(jobs) == 1:
@@ -665,14 +680,16 @@ class PostgresDriver:
         # The payload as stored (decoded again), like the other insert paths return it.
         return queued_job(job_id, job, orjson.loads(encoded), run_at, created_at)
 
-    def _copy_batch(self, jobs: Sequence[NewJob], build: bool) -> Plan[tuple[list[int], list[Job]]]:
+    def _copy_batch(
+        self, jobs: Sequence[NewJob], *, build: bool, checked: bool
+    ) -> Plan[tuple[list[int], list[Job]]]:
         """A plain batch of at least COPY_MIN_JOBS: its tenant quota checked, then the COPY
         (for enqueue_many and enqueue_many_ids alike)."""
         yield from self._check_tenant_quota(jobs)
-        return (yield from self._copy_insert(jobs, build))
+        return (yield from self._copy_insert(jobs, build, checked))
 
     def _copy_insert(
-        self, jobs: Sequence[NewJob], build: bool
+        self, jobs: Sequence[NewJob], build: bool, checked: bool
     ) -> Plan[tuple[list[int], list[Job]]]:
         """Many plain jobs (no keys, no dependencies) by COPY: about twice the rows per second
         of the INSERT. COPY returns nothing, so the ids are taken from the sequence first and
@@ -683,13 +700,13 @@ class PostgresDriver:
         and indexes one slice while this process encodes the next (they run on other cores).
         Returns the ids in request order, and with ``build`` the Job each row became.
 
-        The jobs are checked slice by slice too, while the server ingests the slice before:
-        done first, the checks of 5,000 jobs held back the first round trip by 3 ms, 8-10%
-        of the call. A bad job fails the COPY, and with it the transaction: nothing is
-        stored. Only a queue's first job is checked up front, before its name goes into
-        the wake-ups.
+        Unless ``checked`` (see _check_up_front), the jobs are checked slice by slice too,
+        while the server ingests the slice before: done first, the checks of 5,000 jobs held
+        back the first round trip by 3 ms, 8-10% of the call. A bad job fails the COPY, and
+        with it the transaction: nothing is stored. Only a queue's first job is checked
+        before that, as its name goes into the wake-ups.
         """
-        queues = _checked_queue_names(jobs)
+        queues = sorted({job.queue for job in jobs}) if checked else _checked_queue_names(jobs)
         [(now, reserved, _)] = yield Run("reserve_ids", {"count": len(jobs), "queues": queues})
         ids = sorted(reserved)
         # The default run_at (now()) is the transaction's time, read above with the ids.
@@ -700,8 +717,9 @@ class PostgresDriver:
         def slices() -> Iterator[bytes]:
             for start in range(0, len(jobs), COPY_SLICE_JOBS):
                 end = start + COPY_SLICE_JOBS
-                for job in jobs[start:end]:
-                    validate_new_job(job)
+                if not checked:
+                    for job in jobs[start:end]:
+                        validate_new_job(job)
                 rows = [
                     (job_id, job, storable_json(job.payload))
                     for job_id, job in zip(ids[start:end], jobs[start:end], strict=True)
