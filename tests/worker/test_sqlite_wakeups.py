@@ -4,7 +4,10 @@ enqueued by watching the file's change counter, not only at its next poll."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from jobq import JobQueue, JobStatus
 from jobq.storage import connect
@@ -48,48 +51,40 @@ async def test_an_idle_sqlite_worker_wakes_for_jobs_another_process_enqueues(
         assert stop_workers(workers) == [0]
 
 
-async def test_the_watcher_wakes_only_when_a_commit_left_a_job_due(sqlite_url: str) -> None:
-    # Most commits are not new work (completions, heartbeats), and a wake would cost the
-    # worker a claim, which takes the file's write lock.
+def _due_later() -> NewJob:
+    return NewJob(kind="k", run_at=datetime.now(UTC) + timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("queues", "quiet", "wakes"),
+    [
+        # Most commits are not new work (completions, heartbeats), and a wake would cost the
+        # worker a claim, which takes the file's write lock.
+        pytest.param(None, _due_later, NewJob(kind="k"), id="nothing-due"),
+        # A worker serving queue "a" would make a claim for nothing on every commit of "b".
+        pytest.param(
+            ["a"],
+            lambda: NewJob(kind="k", queue="b"),
+            NewJob(kind="k", queue="a"),
+            id="other-queue",
+        ),
+    ],
+)
+async def test_the_watcher_wakes_only_for_a_job_due_in_the_listeners_queues(
+    sqlite_url: str, queues: list[str] | None, quiet: Callable[[], NewJob], wakes: NewJob
+) -> None:
     driver = connect(sqlite_url)
     await driver.open()
     calls: list[tuple[str, str]] = []
-    listener = await driver.listen(lambda kind, value: calls.append((kind, value)))
+    listener = await driver.listen(lambda kind, value: calls.append((kind, value)), queues)
     other = JobQueue(sqlite_url)  # another connection, as another process would have
     try:
         assert isinstance(listener, CommitWatcher)
-        later = datetime.now(UTC) + timedelta(hours=1)
-        await other.enqueue_many([NewJob(kind="k", run_at=later)])
+        await other.enqueue_many([quiet()])
 
         await seen_by(listener, commits=1)
-        assert calls == []  # nothing due: no wake
-        await other.enqueue_many([NewJob(kind="k")])
-
-        async def woken() -> bool:
-            return bool(calls)
-
-        await eventually(woken, what="a wake")
-        assert calls == [("new", "*")]
-    finally:
-        await listener.close()
-        await other.close()
-        await driver.close()
-
-
-async def test_the_watcher_of_some_queues_wakes_only_for_jobs_due_in_them(sqlite_url: str) -> None:
-    # A worker serving queue "a" would make a claim for nothing on every commit of queue "b".
-    driver = connect(sqlite_url)
-    await driver.open()
-    calls: list[tuple[str, str]] = []
-    listener = await driver.listen(lambda kind, value: calls.append((kind, value)), ["a"])
-    other = JobQueue(sqlite_url)
-    try:
-        assert isinstance(listener, CommitWatcher)
-        await other.enqueue_many([NewJob(kind="k", queue="b")])
-
-        await seen_by(listener, commits=1)
-        assert calls == []  # due, but in a queue this listener does not serve
-        await other.enqueue_many([NewJob(kind="k", queue="a")])
+        assert calls == []  # no wake
+        await other.enqueue_many([wakes])
 
         async def woken() -> bool:
             return bool(calls)
