@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from jobq import JobContext, JobQueue
+from jobq.config import Settings
 from jobq.errors import (
     ConfigurationError,
     InvalidJobError,
@@ -265,17 +266,39 @@ async def test_a_bad_job_in_a_copy_leaves_an_idle_callers_connection_as_it_was(
     jq = JobQueue(pg_url)
     try:
         batch = [NewJob(kind="k", payload={"n": i}) for i in range(1_200)]
-        batch[1_100] = NewJob(kind="k", priority=5000)
-        with psycopg.connect(pg_url) as conn:
-            with pytest.raises(InvalidJobError, match="priority"):
-                await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
-            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        for bad, message in [
+            (NewJob(kind="k", priority=5000), "priority"),
+            (NewJob(kind="k", payload={"text": "nul\x00here"}), "U\\+0000"),
+        ]:
+            batch[1_100] = bad
+            with psycopg.connect(pg_url) as conn:
+                with pytest.raises(InvalidJobError, match=message):
+                    await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
+                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
+                with pytest.raises(InvalidJobError, match=message):
+                    await jq.enqueue_many(batch, connection=aconn)
+                assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
-            with pytest.raises(InvalidJobError, match="priority"):
-                await jq.enqueue_many(batch, connection=aconn)
-            assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             await jq.enqueue_many(batch[:1_100], connection=aconn)
             await aconn.commit()
         assert len(await jq.list(limit=2000)) == 1_100
+    finally:
+        await jq.close()
+
+
+async def test_under_a_tenant_quota_a_bad_payload_is_refused_before_any_statement(
+    pg_url: str,
+) -> None:
+    """The quota's check runs statements (a lock, a count); on an idle caller's connection
+    the first of them would open the caller's transaction, so a refusal comes before it."""
+    jq = JobQueue(settings=Settings(database_url=pg_url, tenant_max_queued=10_000))
+    try:
+        batch = [NewJob(kind="k", tenant="t", payload={"n": i}) for i in range(150)]
+        batch[120] = NewJob(kind="k", tenant="t", payload={"text": "nul\x00here"})
+        with psycopg.connect(pg_url) as conn:
+            with pytest.raises(InvalidJobError, match="U\\+0000"):
+                await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     finally:
         await jq.close()
