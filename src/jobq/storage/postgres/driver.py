@@ -244,6 +244,11 @@ def _copy_number(value: float | None) -> str:
     return "\\N" if value is None else repr(float(value))
 
 
+def _by_copy(jobs: Sequence[NewJob], plain: bool) -> bool:
+    """Whether a batch goes by COPY: plain (see plain_batch) and COPY_MIN_JOBS or more."""
+    return plain and len(jobs) >= COPY_MIN_JOBS
+
+
 def _checked_queue_names(jobs: Sequence[NewJob]) -> list[str]:
     """The batch's queues, sorted, each named by a job that passed its checks."""
     names: set[str] = set()
@@ -518,7 +523,7 @@ class PostgresDriver:
         return match_inserted(jobs, *created)
 
     async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
-        if len(jobs) < COPY_MIN_JOBS or not plain_batch(jobs):
+        if not _by_copy(jobs, plain_batch(jobs)):
             return [job.id for job in await self.enqueue_many(jobs)]
         checked = self._check_up_front(jobs, plain=True, callers=False)
         async with self._connection() as conn:
@@ -554,7 +559,7 @@ class PostgresDriver:
         atomic = (
             any(j.depends_on for j in jobs)
             or bool(self._settings.tenant_max_queued and any(j.tenant for j in jobs))
-            or (plain and len(jobs) >= COPY_MIN_JOBS)
+            or _by_copy(jobs, plain)
         )
         return self._insert(jobs, plain, checked), atomic
 
@@ -564,8 +569,7 @@ class PostgresDriver:
         Up front, still, on a caller's connection (a COPY failed halfway would leave the
         transaction it opened on an idle one aborted, where a refusal should leave it as it
         was) and under a tenant quota (its check reads the jobs' tenants first)."""
-        by_copy = plain and len(jobs) >= COPY_MIN_JOBS
-        if by_copy and not callers and not self._settings.tenant_max_queued:
+        if _by_copy(jobs, plain) and not callers and not self._settings.tenant_max_queued:
             return False
         for job in jobs:
             validate_new_job(job)
@@ -613,7 +617,7 @@ class PostgresDriver:
         """Inserts ``jobs``; returns the jobs created and the existing ones some keys led to.
         The statements NOTIFY too; the notification goes out when their transaction commits
         (the caller's own, with connection=), so no worker wakes before it can see the rows."""
-        if plain and len(jobs) >= COPY_MIN_JOBS:
+        if _by_copy(jobs, plain):
             _, created = yield from self._copy_batch(jobs, build=True, checked=checked)
             return created, []
         yield from self._check_tenant_quota(jobs)
@@ -705,15 +709,12 @@ class PostgresDriver:
 
         Unless checked already (``payloads`` then holds their payloads encoded, see
         _check_up_front), the jobs are checked, and their payloads encoded, slice by slice
-        too, while the server ingests the slice before: done first,
-        the checks of 5,000 jobs held back the first round trip by 3 ms, 8-10% of the call.
-        A bad job fails the COPY, and with it the transaction: nothing is stored. Only a
-        queue's first job is checked before that, as its name goes into the wake-ups.
+        too, while the server ingests the slice before: done first, the checks of 5,000 jobs
+        held back the first round trip by 3 ms, 8-10% of the call. A bad job fails the COPY,
+        and with it the transaction: nothing is stored. Only a queue's first job is checked
+        before that, as its name goes into the wake-ups.
         """
-        if payloads is not None:
-            queues = sorted({job.queue for job in jobs})
-        else:
-            queues = _checked_queue_names(jobs)
+        queues = _checked_queue_names(jobs)
         [(now, reserved, _)] = yield Run("reserve_ids", {"count": len(jobs), "queues": queues})
         ids = sorted(reserved)
         # The default run_at (now()) is the transaction's time, read above with the ids.
