@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -287,18 +288,34 @@ async def test_a_bad_job_in_a_copy_leaves_an_idle_callers_connection_as_it_was(
         await jq.close()
 
 
-async def test_under_a_tenant_quota_a_bad_payload_is_refused_before_any_statement(
-    pg_url: str,
+@pytest.mark.parametrize(
+    ("quota", "size", "with_parent"),
+    [(10_000, 150, False), (10_000, 5, False), (0, 5, True)],
+    ids=["tenant quota, by COPY", "tenant quota, by INSERT", "a parent"],
+)
+async def test_a_bad_payload_is_refused_before_the_statements_ahead_of_the_insert(
+    pg_url: str, quota: int, size: int, with_parent: bool
 ) -> None:
-    """The quota's check runs statements (a lock, a count); on an idle caller's connection
-    the first of them would open the caller's transaction, so a refusal comes before it."""
-    jq = JobQueue(settings=Settings(database_url=pg_url, tenant_max_queued=10_000))
+    """The quota's check (a lock, a count) and the parents' flags run statements before the
+    insert; on an idle caller's connection the first of them would open the caller's
+    transaction, so a refusal comes before them."""
+    jq = JobQueue(settings=Settings(database_url=pg_url, tenant_max_queued=quota))
     try:
-        batch = [NewJob(kind="k", tenant="t", payload={"n": i}) for i in range(150)]
-        batch[120] = NewJob(kind="k", tenant="t", payload={"text": "nul\x00here"})
+        parents = await jq.enqueue_many([NewJob(kind="parent")]) if with_parent else []
+        depends_on = tuple(p.id for p in parents)
+        batch = [
+            NewJob(kind="k", tenant="t", payload={"n": i}, depends_on=depends_on)
+            for i in range(size)
+        ]
+        batch[-2] = replace(batch[-2], payload={"text": "nul\x00here"})
         with psycopg.connect(pg_url) as conn:
             with pytest.raises(InvalidJobError, match="U\\+0000"):
                 await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
+            with pytest.raises(InvalidJobError, match="U\\+0000"):
+                await jq.enqueue_many(batch, connection=aconn)
+            assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert [j.kind for j in await jq.list(limit=1000)] == (["parent"] if with_parent else [])
     finally:
         await jq.close()

@@ -556,12 +556,15 @@ class PostgresDriver:
         COPY reads now() and the ids in the statement before it."""
         plain = plain_batch(jobs)
         checked = self._check_up_front(jobs, plain=plain, callers=callers)
-        atomic = (
-            any(j.depends_on for j in jobs)
-            or bool(self._settings.tenant_max_queued and any(j.tenant for j in jobs))
-            or _by_copy(jobs, plain)
-        )
+        atomic = self._reads_before_inserting(jobs) or _by_copy(jobs, plain)
         return self._insert(jobs, plain, checked), atomic
+
+    def _reads_before_inserting(self, jobs: Sequence[NewJob]) -> bool:
+        """Whether statements run before the insert (the tenant quota's lock and count, the
+        parents' flags), which must then commit with it."""
+        return any(j.depends_on for j in jobs) or bool(
+            self._settings.tenant_max_queued and any(j.tenant is not None for j in jobs)
+        )
 
     def _check_up_front(self, jobs: Sequence[NewJob], *, plain: bool, callers: bool) -> bool:
         """Check every job before any statement, and say so; or leave them to the COPY,
@@ -620,6 +623,11 @@ class PostgresDriver:
         if _by_copy(jobs, plain):
             _, created = yield from self._copy_batch(jobs, build=True, checked=checked)
             return created, []
+        if self._reads_before_inserting(jobs):
+            # On an idle caller's connection the first of those statements opens the caller's
+            # transaction: a payload that cannot be stored is refused before it, not after.
+            for job in jobs:
+                storable_json(job.payload)
         yield from self._check_tenant_quota(jobs)
         if plain and len(jobs) == 1:
             return [(yield from self._insert_plain_job(jobs[0]))], []
