@@ -26,7 +26,7 @@ from .storage.base import (
     QueueStat,
     RateLimit,
 )
-from .storage.common import validate_new_job
+from .storage.common import storable_json, validate_new_job
 from .task import (
     AsyncTaskFunction,
     DeferOptions,
@@ -371,7 +371,9 @@ class JobQueue:
         """
         batches = [[s] if isinstance(s, NewJob) else list(s) for s in steps]
         for job in (j for batch in batches for j in batch):
-            validate_new_job(job)  # a bad step refuses the chain before any of it is in
+            # A bad step refuses the chain before any of it is in.
+            validate_new_job(job)
+            storable_json(job.payload)
         enqueued: list[Job] = []
         previous: tuple[int, ...] = ()
         for batch in batches:

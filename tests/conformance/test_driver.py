@@ -478,6 +478,7 @@ BAD_JOBS = {
     "kind": (NewJob(kind=""), "kind"),
     "queue": (NewJob(kind="k", queue="q" * 200), "queue"),  # the first job of its queue
     "tenant": (NewJob(kind="k", tenant=5), "tenant must be a string"),  # type: ignore[arg-type]
+    "empty tenant": (NewJob(kind="k", tenant=""), "tenant must not be empty"),
 }
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from jobq import JobQueue
 from jobq.config import Settings
 from jobq.errors import InvalidJobError, TenantQuotaExceeded
 from jobq.model import JobStatus
@@ -258,3 +259,37 @@ async def test_every_insert_path_checks_the_tenant_quota(db_url: str, path: str,
         assert sum(s.count for s in await driver.stats()) == size + 1  # nothing more
     finally:
         await driver.close()
+
+
+async def test_a_chain_links_each_step_to_the_one_before(db_url: str) -> None:
+    """Each step's jobs depend on every job of the step before; a group is one step."""
+    jq = JobQueue(db_url)
+    try:
+        first, left, right, last = await jq.chain(
+            NewJob(kind="fetch"),
+            jq.group(NewJob(kind="resize", payload={"size": 64}), NewJob(kind="resize")),
+            NewJob(kind="notify"),
+        )
+        assert first.depends_on == [] and first.status == JobStatus.QUEUED
+        assert left.depends_on == right.depends_on == [first.id]
+        assert sorted(last.depends_on) == sorted([left.id, right.id])
+        assert {left.status, right.status, last.status} == {JobStatus.WAITING}
+    finally:
+        await jq.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [NewJob(kind="k", payload={"text": "nul\x00here"}), NewJob(kind="k", priority=5000)],
+    ids=["payload", "priority"],
+)
+async def test_a_bad_step_refuses_the_chain_before_any_of_it_is_in(
+    db_url: str, bad: NewJob
+) -> None:
+    jq = JobQueue(db_url)
+    try:
+        with pytest.raises(InvalidJobError):
+            await jq.chain(NewJob(kind="first"), jq.group(NewJob(kind="second"), bad))
+        assert await jq.list(limit=10) == []
+    finally:
+        await jq.close()

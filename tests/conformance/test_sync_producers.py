@@ -290,8 +290,14 @@ async def test_a_bad_job_in_a_copy_leaves_an_idle_callers_connection_as_it_was(
 
 @pytest.mark.parametrize(
     ("quota", "size", "with_parent"),
-    [(10_000, 150, False), (10_000, 5, False), (0, 5, True)],
-    ids=["tenant quota, by COPY", "tenant quota, by INSERT", "a parent"],
+    [(10_000, 150, False), (10_000, 5, False), (10_000, 1, False), (0, 5, True), (0, 1, True)],
+    ids=[
+        "tenant quota, by COPY",
+        "tenant quota, by INSERT",
+        "tenant quota, one job",
+        "a parent",
+        "a parent, one job",
+    ],
 )
 async def test_a_bad_payload_is_refused_before_the_statements_ahead_of_the_insert(
     pg_url: str, quota: int, size: int, with_parent: bool
@@ -303,19 +309,23 @@ async def test_a_bad_payload_is_refused_before_the_statements_ahead_of_the_inser
     try:
         parents = await jq.enqueue_many([NewJob(kind="parent")]) if with_parent else []
         depends_on = tuple(p.id for p in parents)
-        batch = [
-            NewJob(kind="k", tenant="t", payload={"n": i}, depends_on=depends_on)
-            for i in range(size)
-        ]
-        batch[-2] = replace(batch[-2], payload={"text": "nul\x00here"})
-        with psycopg.connect(pg_url) as conn:
-            with pytest.raises(InvalidJobError, match="U\\+0000"):
-                await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
-            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
-            with pytest.raises(InvalidJobError, match="U\\+0000"):
-                await jq.enqueue_many(batch, connection=aconn)
-            assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        for payload, message in [
+            ({"text": "nul\x00here"}, "U\\+0000"),
+            ({"tags": {"a", "b"}}, "not JSON-serializable"),
+        ]:
+            batch = [
+                NewJob(kind="k", tenant="t", payload={"n": i}, depends_on=depends_on)
+                for i in range(size)
+            ]
+            batch[size // 2] = replace(batch[size // 2], payload=payload)
+            with psycopg.connect(pg_url) as conn:
+                with pytest.raises(InvalidJobError, match=message):
+                    await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
+                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
+                with pytest.raises(InvalidJobError, match=message):
+                    await jq.enqueue_many(batch, connection=aconn)
+                assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert [j.kind for j in await jq.list(limit=1000)] == (["parent"] if with_parent else [])
     finally:
         await jq.close()

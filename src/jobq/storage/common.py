@@ -77,6 +77,10 @@ def validate_new_job(job: NewJob) -> None:
                 raise InvalidJobError(f"{field_name} cannot contain U+0000 (NUL)")
         elif value is not None:
             raise InvalidJobError(f"{field_name} must be a string or None")
+    if job.tenant == "":
+        # Fair claiming walks tenants in name order from after "", so it would never reach
+        # this one (the HTTP API refuses it as well).
+        raise InvalidJobError("tenant must not be empty (None for no tenant)")
     if not isinstance(job.payload, dict):
         raise InvalidJobError("payload must be a JSON object")
     if not MIN_PRIORITY <= job.priority <= MAX_PRIORITY:

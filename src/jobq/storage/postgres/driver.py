@@ -556,10 +556,15 @@ class PostgresDriver:
         COPY reads now() and the ids in the statement before it."""
         plain = plain_batch(jobs)
         checked = self._check_up_front(jobs, plain=plain, callers=callers)
-        atomic = self._reads_before_inserting(jobs) or _by_copy(jobs, plain)
-        return self._insert(jobs, plain, checked), atomic
+        ahead = self._statements_before_insert(jobs)
+        # On a caller's idle connection outside autocommit, the first of the statements ahead
+        # opens the caller's transaction: a payload that cannot be stored must be refused
+        # before it, not at the insert after it. (On other connections they roll back with
+        # the savepoint or transaction that holds them.)
+        encode_first = ahead and callers
+        return self._insert(jobs, plain, checked, encode_first), ahead or _by_copy(jobs, plain)
 
-    def _reads_before_inserting(self, jobs: Sequence[NewJob]) -> bool:
+    def _statements_before_insert(self, jobs: Sequence[NewJob]) -> bool:
         """Whether statements run before the insert (the tenant quota's lock and count, the
         parents' flags), which must then commit with it."""
         return any(j.depends_on for j in jobs) or bool(
@@ -616,16 +621,16 @@ class PostgresDriver:
         with conn.transaction():
             return drive(plan, execute)
 
-    def _insert(self, jobs: Sequence[NewJob], plain: bool, checked: bool) -> Plan[_Inserted]:
+    def _insert(
+        self, jobs: Sequence[NewJob], plain: bool, checked: bool, encode_first: bool
+    ) -> Plan[_Inserted]:
         """Inserts ``jobs``; returns the jobs created and the existing ones some keys led to.
         The statements NOTIFY too; the notification goes out when their transaction commits
         (the caller's own, with connection=), so no worker wakes before it can see the rows."""
         if _by_copy(jobs, plain):
             _, created = yield from self._copy_batch(jobs, build=True, checked=checked)
             return created, []
-        if self._reads_before_inserting(jobs):
-            # On an idle caller's connection the first of those statements opens the caller's
-            # transaction: a payload that cannot be stored is refused before it, not after.
+        if encode_first:
             for job in jobs:
                 storable_json(job.payload)
         yield from self._check_tenant_quota(jobs)
