@@ -258,6 +258,22 @@ async def test_a_bad_job_deep_in_a_copy_leaves_the_callers_transaction_usable(
         await jq.close()
 
 
+async def _refused_leaving_idle_callers_connections_idle(
+    jq: JobQueue, pg_url: str, batch: list[NewJob], message: str
+) -> None:
+    """``batch`` is refused (``message``) on connections like Django's, autocommit off and no
+    statement run yet, sync and async alike, and each connection is left idle: no
+    transaction opened, let alone an aborted one."""
+    with psycopg.connect(pg_url) as conn:
+        with pytest.raises(InvalidJobError, match=message):
+            await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
+        with pytest.raises(InvalidJobError, match=message):
+            await jq.enqueue_many(batch, connection=aconn)
+        assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
 async def test_a_bad_job_in_a_copy_leaves_an_idle_callers_connection_as_it_was(
     pg_url: str,
 ) -> None:
@@ -272,14 +288,7 @@ async def test_a_bad_job_in_a_copy_leaves_an_idle_callers_connection_as_it_was(
             (NewJob(kind="k", payload={"text": "nul\x00here"}), "U\\+0000"),
         ]:
             batch[1_100] = bad
-            with psycopg.connect(pg_url) as conn:
-                with pytest.raises(InvalidJobError, match=message):
-                    await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
-                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
-                with pytest.raises(InvalidJobError, match=message):
-                    await jq.enqueue_many(batch, connection=aconn)
-                assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            await _refused_leaving_idle_callers_connections_idle(jq, pg_url, batch, message)
         async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
             await jq.enqueue_many(batch[:1_100], connection=aconn)
             await aconn.commit()
@@ -318,14 +327,7 @@ async def test_a_bad_payload_is_refused_before_the_statements_ahead_of_the_inser
                 for i in range(size)
             ]
             batch[size // 2] = replace(batch[size // 2], payload=payload)
-            with psycopg.connect(pg_url) as conn:
-                with pytest.raises(InvalidJobError, match=message):
-                    await asyncio.to_thread(jq.enqueue_many_sync, batch, connection=conn)
-                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            async with await psycopg.AsyncConnection.connect(pg_url) as aconn:
-                with pytest.raises(InvalidJobError, match=message):
-                    await jq.enqueue_many(batch, connection=aconn)
-                assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            await _refused_leaving_idle_callers_connections_idle(jq, pg_url, batch, message)
         assert [j.kind for j in await jq.list(limit=1000)] == (["parent"] if with_parent else [])
     finally:
         await jq.close()
