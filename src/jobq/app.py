@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
 from .config import Settings
-from .errors import ConfigurationError, JobNotFoundError
+from .errors import ConfigurationError, InvalidJobError, JobNotFoundError
 from .model import Job, JobError, JobStatus, WorkerInfo
 from .observability.metrics import Metrics
 from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
@@ -333,14 +333,15 @@ class JobQueue:
         return NewJob(
             kind=kind,
             payload=payload if payload is not None else {},
-            queue=queue or defaults.queue,
+            queue=defaults.queue if queue is None else queue,
             priority=defaults.priority if priority is None else priority,
             # Resolved only when given: building the options per job showed in bulk profiles.
             run_at=None
             if run_at is None and delay is None
             else DeferOptions(run_at=run_at, delay_s=delay).resolve_run_at(),
-            max_attempts=max_attempts
-            or (task.retry.max_attempts if task else self.settings.max_attempts),
+            max_attempts=(task.retry.max_attempts if task else self.settings.max_attempts)
+            if max_attempts is None
+            else max_attempts,
             tenant=tenant,
             idempotency_key=idempotency_key,
             unique_key=unique_key,
@@ -370,6 +371,9 @@ class JobQueue:
         ``await jq.chain(fetch.job(url), jq.group(resize.job(1), resize.job(2)), notify.job())``
         """
         batches = [[s] if isinstance(s, NewJob) else list(s) for s in steps]
+        if not all(batches):
+            # An empty step would link the next one to nothing: it would not wait at all.
+            raise InvalidJobError("each step of a chain needs at least one job")
         for job in (j for batch in batches for j in batch):
             # A bad step refuses the chain before any of it is in.
             validate_new_job(job)

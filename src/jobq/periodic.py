@@ -39,10 +39,12 @@ import structlog
 from croniter import CroniterBadDateError, croniter
 
 from .errors import ConfigurationError, InvalidJobError
+from .storage.common import storable_json, validate_new_job
 
 if TYPE_CHECKING:
     from .app import JobQueue
     from .model import Job
+    from .storage.base import NewJob
     from .task import AsyncTaskFunction, SyncTaskFunction, Task
 
 P = ParamSpec("P")
@@ -145,16 +147,18 @@ class Schedule:
             payload[TICK_PARAMETER] = tick.astimezone(UTC).isoformat()
         return payload
 
-    async def enqueue(self, jobq: JobQueue, tick: datetime) -> Job:
-        """Enqueue this tick's job, or get the one another worker enqueued already."""
-        task = jobq.tasks[self.task]
-        new_job = task.configure(
+    def job_of(self, task: Task[Any, Any], tick: datetime) -> NewJob:
+        """The job of this tick."""
+        return task.configure(
             queue=self.queue,
             priority=self.priority,
             run_at=tick,
             idempotency_key=self.idempotency_key(tick),
         ).job(**self.job_payload(tick))
-        return (await jobq.enqueue_many([new_job]))[0]
+
+    async def enqueue(self, jobq: JobQueue, tick: datetime) -> Job:
+        """Enqueue this tick's job, or get the one another worker enqueued already."""
+        return (await jobq.enqueue_many([self.job_of(jobq.tasks[self.task], tick)]))[0]
 
     @classmethod
     def for_task(
@@ -191,7 +195,11 @@ class Schedule:
             pass_tick=pass_tick,
         )
         try:
-            task.payload_of(**schedule.job_payload(utc_now()))
+            # A job the database would refuse is refused here, at registration, not at each
+            # tick (where it was only logged, and no job was ever made).
+            probe = schedule.job_of(task, utc_now())
+            validate_new_job(probe)
+            storable_json(probe.payload)
         except InvalidJobError as exc:
             raise ConfigurationError(f"schedule {schedule.name!r}: {exc}") from exc
         return schedule

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -479,6 +479,16 @@ BAD_JOBS = {
     "queue": (NewJob(kind="k", queue="q" * 200), "queue"),  # the first job of its queue
     "tenant": (NewJob(kind="k", tenant=5), "tenant must be a string"),  # type: ignore[arg-type]
     "empty tenant": (NewJob(kind="k", tenant=""), "tenant must not be empty"),
+    "empty idempotency key": (NewJob(kind="k", idempotency_key=""), "must not be empty"),
+    "priority, not an integer": (NewJob(kind="k", priority=1.5), "integer"),  # type: ignore[arg-type]
+    "priority, a bool": (NewJob(kind="k", priority=True), "integer"),
+    "timeout, not a number": (NewJob(kind="k", timeout_s=float("nan")), "timeout"),
+    # In UTC, 0000-12-31: PostgreSQL stored it and then could not give it back.
+    "run_at, year 0 in UTC": (
+        NewJob(kind="k", run_at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))),
+        "run_at must be between",
+    ),
+    "parent, not an id": (NewJob(kind="k", depends_on=("1",)), "depends_on"),  # type: ignore[arg-type]
 }
 
 

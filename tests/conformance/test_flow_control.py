@@ -293,3 +293,43 @@ async def test_a_bad_step_refuses_the_chain_before_any_of_it_is_in(
         assert await jq.list(limit=10) == []
     finally:
         await jq.close()
+
+
+async def test_a_chain_with_an_empty_step_is_refused(db_url: str) -> None:
+    """An empty step would link the next one to nothing, so it would not wait at all."""
+    jq = JobQueue(db_url)
+    try:
+        with pytest.raises(InvalidJobError, match="at least one job"):
+            await jq.chain(NewJob(kind="first"), [], NewJob(kind="last"))
+        assert await jq.list(limit=10) == []
+    finally:
+        await jq.close()
+
+
+async def test_an_empty_queue_or_no_attempts_is_refused_not_replaced_by_defaults(
+    db_url: str,
+) -> None:
+    jq = JobQueue(db_url)
+    try:
+        with pytest.raises(InvalidJobError, match="queue"):
+            await jq.enqueue("k", queue="")
+        with pytest.raises(InvalidJobError, match="max_attempts"):
+            await jq.enqueue("k", max_attempts=0)
+        assert await jq.list(limit=10) == []
+    finally:
+        await jq.close()
+
+
+async def test_progress_and_results_that_cannot_be_stored_are_refused_alike(
+    driver: Driver,
+) -> None:
+    """A NUL, or what JSON cannot hold: PostgreSQL failed on it with its own error where
+    SQLite stored it; both refuse it now, before writing."""
+    [job] = await driver.enqueue_many([NewJob(kind="k")])
+    for value, message in [("a\x00b", "U\\+0000"), ({1, 2}, "not JSON-serializable")]:
+        with pytest.raises(InvalidJobError, match=message):
+            await driver.set_progress(job.id, 0, {"percent": 1, "message": value})
+        with pytest.raises(InvalidJobError, match=message):
+            await driver.store_result(job.id, 0, {"value": value})
+    stored = await driver.get(job.id)
+    assert stored is not None and stored.progress is None and stored.result is None

@@ -299,6 +299,19 @@ def test_periodic_refuses_bad_configurations(tmp_path: Path) -> None:
         async def martian(ctx: JobContext) -> None:
             pass
 
+    # A job the database would refuse is refused at registration, not at every tick.
+    with pytest.raises(ConfigurationError, match="not JSON-serializable"):
+
+        @jq.periodic("* * * * *", payload={"tags": {"a", "b"}})
+        async def tagged(ctx: JobContext, tags: set[str]) -> None:
+            pass
+
+    with pytest.raises(ConfigurationError, match="priority"):
+
+        @jq.periodic("* * * * *", priority=5000)
+        async def urgent(ctx: JobContext) -> None:
+            pass
+
     other = make_app(tmp_path)
     with pytest.raises(ConfigurationError, match="another JobQueue"):
         other.periodic("* * * * *")(ping)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -64,8 +65,19 @@ def job_from_values(values: Sequence[Any]) -> Job:
     return _job_from_values(values)
 
 
+# The times both databases and Python's datetime hold in every time zone: a run_at outside
+# them was stored by PostgreSQL and then could not be read back (a BC date in UTC).
+EARLIEST_RUN_AT = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_RUN_AT = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def validate_new_job(job: NewJob) -> None:
-    """Refuse, with a message a person can act on, what the schema's CHECKs would refuse."""
+    """Refuse, with a message a person can act on, what the schema's CHECKs would refuse,
+    and what either database would store differently or could not give back."""
     for field_name in ("kind", "queue"):
         value = getattr(job, field_name)
         if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LENGTH:
@@ -77,20 +89,40 @@ def validate_new_job(job: NewJob) -> None:
                 raise InvalidJobError(f"{field_name} cannot contain U+0000 (NUL)")
         elif value is not None:
             raise InvalidJobError(f"{field_name} must be a string or None")
-    if job.tenant == "":
-        # Fair claiming walks tenants in name order from after "", so it would never reach
-        # this one (the HTTP API refuses it as well).
-        raise InvalidJobError("tenant must not be empty (None for no tenant)")
+    for field_name in ("tenant", "idempotency_key", "unique_key"):
+        # An empty key would be taken for no key on one path and for a key on another, and
+        # fair claiming walks tenants from after "" (the HTTP API refuses all three too).
+        if getattr(job, field_name) == "":
+            raise InvalidJobError(f"{field_name} must not be empty (None for none)")
     if not isinstance(job.payload, dict):
         raise InvalidJobError("payload must be a JSON object")
-    if not MIN_PRIORITY <= job.priority <= MAX_PRIORITY:
-        raise InvalidJobError(f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}")
-    if not 1 <= job.max_attempts <= 1000:
-        raise InvalidJobError("max_attempts must be between 1 and 1000")
-    if job.timeout_s is not None and job.timeout_s <= 0:
-        raise InvalidJobError("timeout must be positive")
-    if job.run_at is not None and job.run_at.tzinfo is None:
-        raise InvalidJobError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+    if not _is_integer(job.priority) or not MIN_PRIORITY <= job.priority <= MAX_PRIORITY:
+        raise InvalidJobError(
+            f"priority must be an integer between {MIN_PRIORITY} and {MAX_PRIORITY}"
+        )
+    if not _is_integer(job.max_attempts) or not 1 <= job.max_attempts <= 1000:
+        raise InvalidJobError("max_attempts must be an integer between 1 and 1000")
+    if job.timeout_s is not None and not (
+        isinstance(job.timeout_s, int | float)
+        and not isinstance(job.timeout_s, bool)
+        and 0 < job.timeout_s < math.inf
+    ):
+        raise InvalidJobError("timeout must be a positive number of seconds")
+    if job.run_at is not None:
+        if not isinstance(job.run_at, datetime) or job.run_at.tzinfo is None:
+            raise InvalidJobError(
+                "run_at must be a timezone-aware datetime (e.g. datetime.now(UTC))"
+            )
+        if not EARLIEST_RUN_AT <= job.run_at <= LATEST_RUN_AT:
+            raise InvalidJobError("run_at must be between 0001-01-02 and 9999-12-30 (UTC)")
+    if not all(_is_integer(parent) for parent in job.depends_on):
+        raise InvalidJobError("depends_on must hold job ids (integers)")
+
+
+def within_run_at_range(value: datetime) -> datetime:
+    """``value`` moved into the range run_at may take; a time before it or after it means
+    the same to a queue (due now; not in any lifetime)."""
+    return min(max(value, EARLIEST_RUN_AT), LATEST_RUN_AT)
 
 
 def contains_nul(value: Any) -> bool:

@@ -955,14 +955,18 @@ class PostgresDriver:
                 raise LeaseLostError(f"job {job_id} attempt {attempt} could not be completed")
 
     async def set_progress(self, job_id: int, attempt: int, progress: dict[str, Any]) -> bool:
-        args = {"id": job_id, "attempt": attempt, "progress": dump_json(progress)}
+        args = {"id": job_id, "attempt": attempt, "progress": storable_json(progress, "progress")}
         return bool(await self._fetch_ids("set_progress", args))
 
     async def store_result(self, job_id: int, attempt: int, result: Any) -> None:
         async with self._connection() as conn:
             await conn.execute(
                 self._q["store_result"],
-                {"id": job_id, "attempt": attempt, "result": dump_optional_json(result)},
+                {
+                    "id": job_id,
+                    "attempt": attempt,
+                    "result": None if result is None else storable_json(result, "a result"),
+                },
             )
 
     async def fail_many(self, failures: Sequence[Failure]) -> list[int]:

@@ -948,7 +948,7 @@ class SqliteDriver:
         args = {
             "id": job_id,
             "attempt": attempt,
-            "progress": dump_json(progress),
+            "progress": storable_json(progress, "progress"),
             "now": time.time(),
         }
         return bool(await self._write("set_progress", args))
@@ -959,7 +959,7 @@ class SqliteDriver:
             {
                 "id": job_id,
                 "attempt": attempt,
-                "result": dump_optional_json(result),
+                "result": None if result is None else storable_json(result, "a result"),
                 "now": time.time(),
             },
         )
