@@ -164,6 +164,26 @@ async def test_nul_characters_are_refused_on_every_database(client: httpx.AsyncC
     # A backslash followed by "u0000" is ordinary text.
     ok = await client.post("/jobs", json={"kind": "send_email", "payload": {"a": "\\u0000"}})
     assert ok.status_code == 201 and ok.json()["payload"] == {"a": "\\u0000"}
+    # Nor in a listing's filters, where PostgreSQL would fail on it (a 500 before).
+    for path in ("/jobs", "/dlq"):
+        for name in ("kind", "queue"):
+            assert_problem(await client.get(path, params={name: "a\x00"}), 422)
+
+
+async def test_a_run_at_beyond_the_storable_years_is_moved_to_their_edge(
+    client: httpx.AsyncClient,
+) -> None:
+    """As the schema says: before 0001-01-02 or after 9999-12-30 (UTC) means the same as
+    those days. Stored as given, such a time (0000-12-31 in UTC) could not be read back."""
+    for given, stored in [
+        ("0001-01-01T00:00:00+05:00", datetime(1, 1, 2, tzinfo=UTC)),
+        ("9999-12-31T23:00:00-05:00", datetime(9999, 12, 30, tzinfo=UTC)),
+    ]:
+        r = await client.post("/jobs", json={"kind": "send_email", "run_at": given})
+        assert r.status_code == 201, r.text
+        assert datetime.fromisoformat(r.json()["run_at"]) == stored
+    listed = await client.get("/jobs")
+    assert listed.status_code == 200 and len(listed.json()["items"]) == 2
 
 
 async def test_payload_over_the_limit_is_413(make_client) -> None:  # type: ignore[no-untyped-def]
@@ -242,6 +262,23 @@ async def test_bulk_json_creates_valid_items_and_reports_invalid_ones(
     assert body["created"] == 2 and len(body["ids"]) == 2
     assert [e["index"] for e in body["errors"]] == [1, 3]
     assert (await client.get(f"/jobs/{body['ids'][1]}")).json()["priority"] == 7
+
+
+async def test_bulk_refuses_a_dependent_item_over_the_tenant_quota_alone(make_client) -> None:  # type: ignore[no-untyped-def]
+    """Items with parents go in one by one after the rest: a quota that refuses one of them
+    is that item's error, not a 429 for a request whose other items are in already."""
+    client = await make_client(tenant_max_queued=1)
+    parent = (await client.post("/jobs", json={"kind": "send_email"})).json()["id"]
+    items = [
+        {"kind": "send_email", "tenant": "t"},
+        {"kind": "send_email", "tenant": "t", "depends_on": [parent]},
+    ]
+    r = await client.post("/jobs/bulk", json=items)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["created"] == 1 and [e["index"] for e in body["errors"]] == [1]
+    assert "JOBQ_TENANT_MAX_QUEUED" in body["errors"][0]["error"]
+    assert len((await client.get("/jobs")).json()["items"]) == 2  # the parent and item 0
 
 
 async def test_bulk_multipart_file(client: httpx.AsyncClient) -> None:

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
-from ..errors import InvalidJobError
+from ..errors import InvalidJobError, TenantQuotaExceeded
 from ..model import Job, JobStatus
 from ..storage.base import CancelOutcome, ListParams, NewJob
-from ..storage.common import refuse_nul, validate_new_job
+from ..storage.common import refuse_nul, validate_new_job, within_run_at_range
 from .problems import ProblemError, problem_responses
 from .schemas import (
     CURSOR_PATTERN,
@@ -25,6 +25,7 @@ from .schemas import (
     JobIn,
     JobOut,
     JobPage,
+    NameFilter,
 )
 from .state import ApiState, api_state, request_id_of, state_of
 
@@ -93,7 +94,7 @@ def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str
         body.payload,
         queue=body.queue,
         priority=body.priority,
-        run_at=body.run_at,
+        run_at=None if body.run_at is None else within_run_at_range(body.run_at),
         delay=body.delay_s,
         max_attempts=body.max_attempts,
         idempotency_key=key,
@@ -291,7 +292,8 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
     for index, new_job in dependent:
         try:
             ids += await state.jobq.driver.enqueue_many_ids([new_job])
-        except InvalidJobError as exc:
+        except (InvalidJobError, TenantQuotaExceeded) as exc:
+            # The items before are in already: this one is refused alone, never the request.
             errors.append(BulkItemError(index=index, error=str(exc)))
             counts[new_job.queue] -= 1
     errors.sort(key=lambda e: e.index)
@@ -407,8 +409,8 @@ def _as_dict(params: ListParams) -> dict[str, Any]:
 async def list_jobs(
     state: State,
     status: Annotated[list[JobStatus] | None, Query(description="Repeat to match several")] = None,
-    kind: Annotated[str | None, Query(max_length=128)] = None,
-    queue: Annotated[str | None, Query(max_length=128)] = None,
+    kind: NameFilter = None,
+    queue: NameFilter = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,

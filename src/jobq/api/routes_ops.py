@@ -17,6 +17,7 @@ from .schemas import (
     CURSOR_PATTERN,
     HealthOut,
     JobPage,
+    NameFilter,
     QueueOut,
     RequeueByIds,
     RequeueIn,
@@ -38,8 +39,8 @@ State = Annotated[ApiState, Depends(api_state)]
 )
 async def list_dead_letters(
     state: State,
-    kind: Annotated[str | None, Query(max_length=128)] = None,
-    queue: Annotated[str | None, Query(max_length=128)] = None,
+    kind: NameFilter = None,
+    queue: NameFilter = None,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobPage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..model import Job, JobError, JobStatus, WorkerInfo
@@ -14,6 +15,8 @@ NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 # PostgreSQL cannot store U+0000 in text or jsonb. The API refuses it on every database, so
 # that it answers the same whichever one is behind it.
 NO_NUL_PATTERN = r"^[^\x00]*$"
+# A kind or queue to filter a listing by (a NUL would reach PostgreSQL and fail there).
+NameFilter = Annotated[str | None, Query(max_length=128, pattern=NO_NUL_PATTERN)]
 
 
 # Ids in a JSON body go up to 2**53 - 1, the largest integer every JSON parser holds exactly
