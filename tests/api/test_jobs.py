@@ -281,6 +281,28 @@ async def test_bulk_refuses_a_dependent_item_over_the_tenant_quota_alone(make_cl
     assert len((await client.get("/jobs")).json()["items"]) == 2  # the parent and item 0
 
 
+async def test_bulk_items_with_idempotency_keys_replay_or_are_refused_as_post_jobs(
+    client: httpx.AsyncClient,
+) -> None:
+    """The same key with the same job is a replay (that job's id); with another job it is
+    the item's error, as POST /jobs answers 422, not the old job's id as if it were new."""
+    first = await client.post(
+        "/jobs",
+        json={"kind": "send_email", "payload": {"to": "a"}},
+        headers={"Idempotency-Key": "k1"},
+    )
+    items = [
+        {"kind": "send_email", "payload": {"to": "a"}, "idempotency_key": "k1"},
+        {"kind": "send_email", "payload": {"to": "b"}, "idempotency_key": "k1"},
+        {"kind": "send_email"},
+    ]
+    body = (await client.post("/jobs/bulk", json=items)).json()
+    assert body["ids"][0] == first.json()["id"] and len(body["ids"]) == 2
+    assert [e["index"] for e in body["errors"]] == [1]
+    assert "already used for a different request" in body["errors"][0]["error"]
+    assert len((await client.get("/jobs")).json()["items"]) == 2
+
+
 async def test_bulk_multipart_file(client: httpx.AsyncClient) -> None:
     document = json.dumps([{"kind": "send_email"}, {"kind": "webhook_delivery"}]).encode()
     r = await client.post("/jobs/bulk", files={"file": ("jobs.json", document, "application/json")})

@@ -134,14 +134,16 @@ def job_response(job: Job, status: int, headers: dict[str, str]) -> Response:
     )
 
 
+def key_reused(existing: Job) -> str:
+    return (
+        f"Idempotency-Key {existing.idempotency_key!r} was already used for a different "
+        f"request (job {existing.id}); use a new key for a new job"
+    )
+
+
 def replay_or_conflict(existing: Job, body: JobIn, response: Response, state: ApiState) -> Response:
     if existing.request_fingerprint != fingerprint(body):
-        raise ProblemError(
-            422,
-            "Idempotency key reused",
-            f"Idempotency-Key {existing.idempotency_key!r} was already used for a different "
-            f"request (job {existing.id}); use a new key for a new job",
-        )
+        raise ProblemError(422, "Idempotency key reused", key_reused(existing))
     state.metrics.idempotent_replays.inc()
     return job_response(existing, 200, {**response.headers, "Idempotent-Replayed": "true"})
 
@@ -229,7 +231,9 @@ async def create_job(
     description=(
         "Body: a JSON array of jobs (`application/json`), or a multipart form with a JSON "
         "file in the field `file` (seed 004). Valid items are created together; invalid "
-        "ones are reported by index and change nothing."
+        "ones are reported by index and change nothing. An item's `idempotency_key` works as "
+        "on POST /jobs: the same job again is answered with the first one's id, another job "
+        "under a key already used is that item's error."
     ),
     openapi_extra={
         "requestBody": {
@@ -264,7 +268,7 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
     state = state_of(request)  # not a dependency: see api_state
     items = await read_bulk_items(request, state)
     request_id = request_id_of(request)
-    valid: list[NewJob] = []
+    valid: list[tuple[int, NewJob]] = []
     dependent: list[tuple[int, NewJob]] = []
     errors: list[BulkItemError] = []
     for index, item in enumerate(items):
@@ -275,7 +279,7 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
             if new_job.depends_on:
                 dependent.append((index, new_job))
             else:
-                valid.append(new_job)
+                valid.append((index, new_job))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "item"
@@ -283,15 +287,15 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
         except ProblemError as exc:
             errors.append(BulkItemError(index=index, error=exc.detail))
     counts: dict[str, int] = {}
-    for job in [*valid, *(j for _, j in dependent)]:
+    for _, job in [*valid, *dependent]:
         counts[job.queue] = counts.get(job.queue, 0) + 1
     await ensure_room(state, counts)
-    ids = await state.jobq.driver.enqueue_many_ids(valid) if valid else []
+    ids = await insert_items(state, valid, errors, counts) if valid else []
     # Items with dependencies go one by one after the rest, so that an unknown parent is
     # reported for its item alone instead of refusing the whole request.
     for index, new_job in dependent:
         try:
-            ids += await state.jobq.driver.enqueue_many_ids([new_job])
+            ids += await insert_items(state, [(index, new_job)], errors, counts)
         except (InvalidJobError, TenantQuotaExceeded) as exc:
             # The items before are in already: this one is refused alone, never the request.
             errors.append(BulkItemError(index=index, error=str(exc)))
@@ -302,6 +306,31 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
         if state.depth_gate is not None:
             state.depth_gate.accepted(queue, added)
     return BulkResult(created=len(ids), ids=ids, errors=errors)
+
+
+async def insert_items(
+    state: ApiState,
+    items: list[tuple[int, NewJob]],
+    errors: list[BulkItemError],
+    counts: dict[str, int],
+) -> list[int]:
+    """The ids of bulk items (index, job) once inserted. An item whose idempotency key
+    another request used already, with another body, is an error of its own, as on
+    POST /jobs; with the same body it is a replay, answered with that job's id."""
+    jobs = [job for _, job in items]
+    if not any(job.idempotency_key for job in jobs):
+        return await state.jobq.driver.enqueue_many_ids(jobs)
+    ids: list[int] = []
+    for (index, asked), job in zip(items, await state.jobq.driver.enqueue_many(jobs), strict=True):
+        if (
+            asked.idempotency_key is not None
+            and job.request_fingerprint != asked.request_fingerprint
+        ):
+            errors.append(BulkItemError(index=index, error=key_reused(job)))
+            counts[asked.queue] -= 1
+        else:
+            ids.append(job.id)
+    return ids
 
 
 async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
