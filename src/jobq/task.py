@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -59,9 +60,12 @@ class DeferOptions:
         if self.run_at is not None and self.delay_s is not None:
             raise InvalidJobError("give either run_at or delay, not both")
         if self.delay_s is not None:
-            if self.delay_s < 0:
-                raise InvalidJobError("delay must not be negative")
-            return datetime.now(UTC) + timedelta(seconds=self.delay_s)
+            if not 0 <= self.delay_s < math.inf:  # NaN too
+                raise InvalidJobError("delay must be a number of seconds, not negative")
+            try:
+                return datetime.now(UTC) + timedelta(seconds=self.delay_s)
+            except OverflowError:
+                raise InvalidJobError("delay reaches past the year 9999") from None
         return self.run_at
 
 

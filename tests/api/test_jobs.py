@@ -300,6 +300,27 @@ async def test_bulk_items_with_idempotency_keys_replay_or_are_refused_as_post_jo
     assert body["ids"][0] == first.json()["id"] and len(body["ids"]) == 2
     assert [e["index"] for e in body["errors"]] == [1]
     assert "already used for a different request" in body["errors"][0]["error"]
+    assert body["created"] == 1  # the replay created nothing
+    assert len((await client.get("/jobs")).json()["items"]) == 2
+
+
+async def test_bulk_counts_only_the_jobs_it_creates(client: httpx.AsyncClient) -> None:
+    """Twice the same keyed job in one request is one job; an item with a new idempotency key
+    whose unique key an active job holds is answered with that job, not refused as a reused
+    key (nor does POST /jobs refuse it)."""
+    held = (await client.post("/jobs", json={"kind": "send_email", "unique_key": "u1"})).json()
+    items = [
+        {"kind": "send_email", "idempotency_key": "k2"},
+        {"kind": "send_email", "idempotency_key": "k2"},
+        {"kind": "send_email", "idempotency_key": "k3", "unique_key": "u1"},
+    ]
+    body = (await client.post("/jobs/bulk", json=items)).json()
+    assert body["errors"] == [] and body["created"] == 1
+    assert body["ids"][0] == body["ids"][1] and body["ids"][2] == held["id"]
+    single = await client.post(
+        "/jobs", json={"kind": "send_email", "unique_key": "u1"}, headers={"Idempotency-Key": "k4"}
+    )
+    assert single.status_code == 200 and single.json()["id"] == held["id"]
     assert len((await client.get("/jobs")).json()["items"]) == 2
 
 

@@ -306,7 +306,7 @@ async def test_a_chain_with_an_empty_step_is_refused(db_url: str) -> None:
         await jq.close()
 
 
-async def test_an_empty_queue_or_no_attempts_is_refused_not_replaced_by_defaults(
+async def test_an_empty_queue_no_attempts_or_a_bad_delay_is_refused(
     db_url: str,
 ) -> None:
     jq = JobQueue(db_url)
@@ -315,6 +315,11 @@ async def test_an_empty_queue_or_no_attempts_is_refused_not_replaced_by_defaults
             await jq.enqueue("k", queue="")
         with pytest.raises(InvalidJobError, match="max_attempts"):
             await jq.enqueue("k", max_attempts=0)
+        for delay in (float("nan"), float("inf"), -1.0):
+            with pytest.raises(InvalidJobError, match="delay must be"):
+                await jq.enqueue("k", delay=delay)
+        with pytest.raises(InvalidJobError, match="past the year 9999"):
+            await jq.enqueue("k", delay=1e12)
         assert await jq.list(limit=10) == []
     finally:
         await jq.close()
@@ -331,5 +336,3 @@ async def test_progress_and_results_that_cannot_be_stored_are_refused_alike(
             await driver.set_progress(job.id, 0, {"percent": 1, "message": value})
         with pytest.raises(InvalidJobError, match=message):
             await driver.store_result(job.id, 0, {"value": value})
-    stored = await driver.get(job.id)
-    assert stored is not None and stored.progress is None and stored.result is None

@@ -210,7 +210,7 @@ async def create_job(
         (job,) = await state.jobq.driver.enqueue_many([new_job])
     else:
         job = await state.batcher.enqueue(new_job)
-    if key is not None and job.request_id != new_job.request_id:
+    if key is not None and job.request_id != new_job.request_id and job.idempotency_key == key:
         # Another request with this key won the race between our check and our insert.
         return replay_or_conflict(job, body, response, state)
     if new_job.unique_key is not None and job.request_id != new_job.request_id:
@@ -290,12 +290,14 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
     for _, job in [*valid, *dependent]:
         counts[job.queue] = counts.get(job.queue, 0) + 1
     await ensure_room(state, counts)
-    ids = await insert_items(state, valid, errors, counts) if valid else []
+    ids, created = await insert_items(state, valid, errors, counts) if valid else ([], 0)
     # Items with dependencies go one by one after the rest, so that an unknown parent is
     # reported for its item alone instead of refusing the whole request.
     for index, new_job in dependent:
         try:
-            ids += await insert_items(state, [(index, new_job)], errors, counts)
+            more, made = await insert_items(state, [(index, new_job)], errors, counts)
+            ids += more
+            created += made
         except (InvalidJobError, TenantQuotaExceeded) as exc:
             # The items before are in already: this one is refused alone, never the request.
             errors.append(BulkItemError(index=index, error=str(exc)))
@@ -305,7 +307,7 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
         state.metrics.jobs_enqueued.labels(queue).inc(added)
         if state.depth_gate is not None:
             state.depth_gate.accepted(queue, added)
-    return BulkResult(created=len(ids), ids=ids, errors=errors)
+    return BulkResult(created=created, ids=ids, errors=errors)
 
 
 async def insert_items(
@@ -313,24 +315,38 @@ async def insert_items(
     items: list[tuple[int, NewJob]],
     errors: list[BulkItemError],
     counts: dict[str, int],
-) -> list[int]:
-    """The ids of bulk items (index, job) once inserted. An item whose idempotency key
-    another request used already, with another body, is an error of its own, as on
-    POST /jobs; with the same body it is a replay, answered with that job's id."""
+) -> tuple[list[int], int]:
+    """Bulk items (index, job) inserted: the id answering each, and how many were created.
+    As on POST /jobs, an item whose idempotency key names a job already is a replay
+    (answered with that job's id) if it asks for the same job, else an error of its own;
+    an item whose unique key an active job holds is answered with that job. Neither creates
+    a job, so neither counts as one."""
     jobs = [job for _, job in items]
-    if not any(job.idempotency_key for job in jobs):
-        return await state.jobq.driver.enqueue_many_ids(jobs)
+    if not any(job.idempotency_key or job.unique_key for job in jobs):
+        made = await state.jobq.driver.enqueue_many_ids(jobs)
+        return made, len(made)
     ids: list[int] = []
+    created = 0
+    seen: set[int] = set()
     for (index, asked), job in zip(items, await state.jobq.driver.enqueue_many(jobs), strict=True):
-        if (
-            asked.idempotency_key is not None
-            and job.request_fingerprint != asked.request_fingerprint
-        ):
-            errors.append(BulkItemError(index=index, error=key_reused(job)))
-            counts[asked.queue] -= 1
-        else:
+        # Created by this item: made by this request, and not already another item's answer.
+        new = job.request_id == asked.request_id and job.id not in seen
+        seen.add(job.id)
+        if new:
+            created += 1
             ids.append(job.id)
-    return ids
+            continue
+        counts[asked.queue] -= 1
+        same_key = (
+            asked.idempotency_key is not None and job.idempotency_key == asked.idempotency_key
+        )
+        if same_key and job.request_fingerprint != asked.request_fingerprint:
+            errors.append(BulkItemError(index=index, error=key_reused(job)))
+            continue
+        if same_key:
+            state.metrics.idempotent_replays.inc()
+        ids.append(job.id)
+    return ids, created
 
 
 async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:

@@ -72,7 +72,7 @@ LATEST_RUN_AT = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def validate_new_job(job: NewJob) -> None:
@@ -89,11 +89,13 @@ def validate_new_job(job: NewJob) -> None:
                 raise InvalidJobError(f"{field_name} cannot contain U+0000 (NUL)")
         elif value is not None:
             raise InvalidJobError(f"{field_name} must be a string or None")
-    for field_name in ("tenant", "idempotency_key", "unique_key"):
+    if job.tenant == "" or job.idempotency_key == "" or job.unique_key == "":
         # An empty key would be taken for no key on one path and for a key on another, and
         # fair claiming walks tenants from after "" (the HTTP API refuses all three too).
-        if getattr(job, field_name) == "":
-            raise InvalidJobError(f"{field_name} must not be empty (None for none)")
+        empty = next(
+            f for f in ("tenant", "idempotency_key", "unique_key") if getattr(job, f) == ""
+        )
+        raise InvalidJobError(f"{empty} must not be empty (None for none)")
     if not isinstance(job.payload, dict):
         raise InvalidJobError("payload must be a JSON object")
     if not _is_integer(job.priority) or not MIN_PRIORITY <= job.priority <= MAX_PRIORITY:
@@ -115,7 +117,7 @@ def validate_new_job(job: NewJob) -> None:
             )
         if not EARLIEST_RUN_AT <= job.run_at <= LATEST_RUN_AT:
             raise InvalidJobError("run_at must be between 0001-01-02 and 9999-12-30 (UTC)")
-    if not all(_is_integer(parent) for parent in job.depends_on):
+    if job.depends_on and not all(_is_integer(parent) for parent in job.depends_on):
         raise InvalidJobError("depends_on must hold job ids (integers)")
 
 
