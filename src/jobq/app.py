@@ -26,7 +26,7 @@ from .storage.base import (
     QueueStat,
     RateLimit,
 )
-from .storage.common import storable_json, validate_new_job
+from .storage.common import refuse_unstorable_job
 from .task import (
     AsyncTaskFunction,
     DeferOptions,
@@ -375,9 +375,7 @@ class JobQueue:
             # An empty step would link the next one to nothing: it would not wait at all.
             raise InvalidJobError("each step of a chain needs at least one job")
         for job in (j for batch in batches for j in batch):
-            # A bad step refuses the chain before any of it is in.
-            validate_new_job(job)
-            storable_json(job.payload)
+            refuse_unstorable_job(job)  # a bad step refuses the chain before any of it is in
         enqueued: list[Job] = []
         previous: tuple[int, ...] = ()
         for batch in batches:

@@ -39,7 +39,7 @@ import structlog
 from croniter import CroniterBadDateError, croniter
 
 from .errors import ConfigurationError, InvalidJobError
-from .storage.common import storable_json, validate_new_job
+from .storage.common import refuse_unstorable_job
 
 if TYPE_CHECKING:
     from .app import JobQueue
@@ -197,9 +197,7 @@ class Schedule:
         try:
             # A job the database would refuse is refused here, at registration, not at each
             # tick (where it was only logged, and no job was ever made).
-            probe = schedule.job_of(task, utc_now())
-            validate_new_job(probe)
-            storable_json(probe.payload)
+            refuse_unstorable_job(schedule.job_of(task, utc_now()))
         except InvalidJobError as exc:
             raise ConfigurationError(f"schedule {schedule.name!r}: {exc}") from exc
         return schedule

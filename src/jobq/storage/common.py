@@ -121,6 +121,13 @@ def validate_new_job(job: NewJob) -> None:
         raise InvalidJobError("depends_on must hold job ids (integers)")
 
 
+def refuse_unstorable_job(job: NewJob) -> None:
+    """Everything validate_new_job refuses, and a payload that cannot be stored: what a
+    caller checks before a job is enqueued later, or among others that go in first."""
+    validate_new_job(job)
+    storable_json(job.payload)
+
+
 def within_run_at_range(value: datetime) -> datetime:
     """``value`` moved into the range run_at may take; a time before it or after it means
     the same to a queue (due now; not in any lifetime)."""
