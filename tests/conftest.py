@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from jobq import JobQueue
 from jobq.storage import connect
 from jobq.storage.base import Driver
 
@@ -171,6 +172,16 @@ def db_url(request: pytest.FixtureRequest) -> str:
     need a PostgreSQL server."""
     url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
     return url
+
+
+@pytest.fixture
+async def jq(db_url: str) -> AsyncIterator[JobQueue]:
+    """A JobQueue on ``db_url``, closed after the test."""
+    queue = JobQueue(db_url)
+    try:
+        yield queue
+    finally:
+        await queue.close()
 
 
 @pytest.fixture

@@ -261,21 +261,17 @@ async def test_every_insert_path_checks_the_tenant_quota(db_url: str, path: str,
         await driver.close()
 
 
-async def test_a_chain_links_each_step_to_the_one_before(db_url: str) -> None:
+async def test_a_chain_links_each_step_to_the_one_before(jq: JobQueue) -> None:
     """Each step's jobs depend on every job of the step before; a group is one step."""
-    jq = JobQueue(db_url)
-    try:
-        first, left, right, last = await jq.chain(
-            NewJob(kind="fetch"),
-            jq.group(NewJob(kind="resize", payload={"size": 64}), NewJob(kind="resize")),
-            NewJob(kind="notify"),
-        )
-        assert first.depends_on == [] and first.status == JobStatus.QUEUED
-        assert left.depends_on == right.depends_on == [first.id]
-        assert sorted(last.depends_on) == sorted([left.id, right.id])
-        assert {left.status, right.status, last.status} == {JobStatus.WAITING}
-    finally:
-        await jq.close()
+    first, left, right, last = await jq.chain(
+        NewJob(kind="fetch"),
+        jq.group(NewJob(kind="resize", payload={"size": 64}), NewJob(kind="resize")),
+        NewJob(kind="notify"),
+    )
+    assert first.depends_on == [] and first.status == JobStatus.QUEUED
+    assert left.depends_on == right.depends_on == [first.id]
+    assert sorted(last.depends_on) == sorted([left.id, right.id])
+    assert {left.status, right.status, last.status} == {JobStatus.WAITING}
 
 
 @pytest.mark.parametrize(
@@ -284,45 +280,33 @@ async def test_a_chain_links_each_step_to_the_one_before(db_url: str) -> None:
     ids=["payload", "priority"],
 )
 async def test_a_bad_step_refuses_the_chain_before_any_of_it_is_in(
-    db_url: str, bad: NewJob
+    jq: JobQueue, bad: NewJob
 ) -> None:
-    jq = JobQueue(db_url)
-    try:
-        with pytest.raises(InvalidJobError):
-            await jq.chain(NewJob(kind="first"), jq.group(NewJob(kind="second"), bad))
-        assert await jq.list(limit=10) == []
-    finally:
-        await jq.close()
+    with pytest.raises(InvalidJobError):
+        await jq.chain(NewJob(kind="first"), jq.group(NewJob(kind="second"), bad))
+    assert await jq.list(limit=10) == []
 
 
-async def test_a_chain_with_an_empty_step_is_refused(db_url: str) -> None:
+async def test_a_chain_with_an_empty_step_is_refused(jq: JobQueue) -> None:
     """An empty step would link the next one to nothing, so it would not wait at all."""
-    jq = JobQueue(db_url)
-    try:
-        with pytest.raises(InvalidJobError, match="at least one job"):
-            await jq.chain(NewJob(kind="first"), [], NewJob(kind="last"))
-        assert await jq.list(limit=10) == []
-    finally:
-        await jq.close()
+    with pytest.raises(InvalidJobError, match="at least one job"):
+        await jq.chain(NewJob(kind="first"), [], NewJob(kind="last"))
+    assert await jq.list(limit=10) == []
 
 
 async def test_an_empty_queue_no_attempts_or_a_bad_delay_is_refused(
-    db_url: str,
+    jq: JobQueue,
 ) -> None:
-    jq = JobQueue(db_url)
-    try:
-        with pytest.raises(InvalidJobError, match="queue"):
-            await jq.enqueue("k", queue="")
-        with pytest.raises(InvalidJobError, match="max_attempts"):
-            await jq.enqueue("k", max_attempts=0)
-        for delay in (float("nan"), float("inf"), -1.0):
-            with pytest.raises(InvalidJobError, match="delay must be"):
-                await jq.enqueue("k", delay=delay)
-        with pytest.raises(InvalidJobError, match="past the year 9999"):
-            await jq.enqueue("k", delay=1e12)
-        assert await jq.list(limit=10) == []
-    finally:
-        await jq.close()
+    with pytest.raises(InvalidJobError, match="queue"):
+        await jq.enqueue("k", queue="")
+    with pytest.raises(InvalidJobError, match="max_attempts"):
+        await jq.enqueue("k", max_attempts=0)
+    for delay in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(InvalidJobError, match="delay must be"):
+            await jq.enqueue("k", delay=delay)
+    with pytest.raises(InvalidJobError, match="past the year 9999"):
+        await jq.enqueue("k", delay=1e12)
+    assert await jq.list(limit=10) == []
 
 
 async def test_progress_and_results_that_cannot_be_stored_are_refused_alike(

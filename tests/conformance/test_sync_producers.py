@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,15 +24,6 @@ from jobq.errors import (
 )
 from jobq.model import JobStatus
 from jobq.storage.base import NewJob
-
-
-@pytest.fixture
-async def jq(db_url: str) -> AsyncIterator[JobQueue]:
-    queue = JobQueue(db_url)
-    try:
-        yield queue
-    finally:
-        await queue.close()
 
 
 async def test_every_insert_path_returns_what_is_stored(jq: JobQueue) -> None:
@@ -318,10 +308,11 @@ async def test_a_bad_payload_is_refused_before_the_statements_ahead_of_the_inser
     try:
         parents = await jq.enqueue_many([NewJob(kind="parent")]) if with_parent else []
         depends_on = tuple(p.id for p in parents)
-        for payload, message in [
+        bad_payloads: list[tuple[dict[str, Any], str]] = [
             ({"text": "nul\x00here"}, "U\\+0000"),
             ({"tags": {"a", "b"}}, "not JSON-serializable"),
-        ]:
+        ]
+        for payload, message in bad_payloads:
             batch = [
                 NewJob(kind="k", tenant="t", payload={"n": i}, depends_on=depends_on)
                 for i in range(size)
