@@ -175,6 +175,27 @@ class CancelResult:
     job: Job | None
 
 
+class EnqueueOutcome(enum.Enum):
+    """What became of one requested job."""
+
+    CREATED = "created"
+    REPLAYED = "replayed"  # its idempotency key named a job of the same request already
+    KEY_REUSED = "key_reused"  # its idempotency key names a job another request made
+    UNIQUE_KEY_HELD = "unique_key_held"  # an active job holds its unique key: nothing new
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """A requested job's answer: the job that stands for it, and how it came to."""
+
+    job: Job
+    outcome: EnqueueOutcome
+
+    @property
+    def created(self) -> bool:
+        return self.outcome is EnqueueOutcome.CREATED
+
+
 class Listener(Protocol):
     async def close(self) -> None: ...
 

@@ -6,16 +6,15 @@ import contextlib
 import dataclasses
 import functools
 import math
-import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from ..errors import DatabaseUnavailableError, InvalidJobError
+from ..errors import InvalidJobError
 from ..model import Job, JobStatus
-from .base import MAX_PRIORITY, MIN_PRIORITY, ClaimLimits, NewJob, NotificationHandler
+from .base import MAX_PRIORITY, MIN_PRIORITY, NewJob, NotificationHandler
 
 MAX_NAME_LENGTH = 128
 
@@ -199,90 +198,12 @@ def queued_job(
     )  # fmt: skip
 
 
-def match_inserted(
-    requested: Sequence[NewJob], inserted: Iterable[Job], existing: Iterable[Job]
-) -> list[Job]:
-    """Line up the jobs a batch insert produced with the order they were requested in.
-
-    Jobs without keys are all inserted, and their ids grow in request order. A job with an
-    idempotency key maps to the row holding that key, new or pre-existing; failing that (its
-    insert was skipped for its unique key), a job with a unique key maps to the row holding
-    that unique key.
-    """
-    inserted_sorted = sorted(inserted, key=lambda j: j.id)
-    by_key: dict[str, Job] = {}
-    by_unique: dict[str, Job] = {}
-    for job in [*existing, *inserted_sorted]:  # a row inserted now wins over an older one
-        if job.idempotency_key is not None:
-            by_key[job.idempotency_key] = job
-        if job.unique_key is not None:
-            by_unique.setdefault(job.unique_key, job)
-    for job in inserted_sorted:  # within a batch the first insert holds the key
-        if job.unique_key is not None and by_unique[job.unique_key].id > job.id:
-            by_unique[job.unique_key] = job
-    plain = iter([j for j in inserted_sorted if j.idempotency_key is None and j.unique_key is None])
-    result: list[Job] = []
-    for asked in requested:
-        if asked.idempotency_key is not None and asked.idempotency_key in by_key:
-            result.append(by_key[asked.idempotency_key])
-        elif asked.unique_key is not None and asked.unique_key in by_unique:
-            result.append(by_unique[asked.unique_key])
-        elif asked.idempotency_key is None and asked.unique_key is None:
-            result.append(next(plain))
-        else:  # the row that held the key was gone by the time it was looked up
-            raise DatabaseUnavailableError("a conflicting job changed meanwhile; enqueue again")
-    return result
 
 
-def shares(free: int, tenants: Sequence[str]) -> list[int]:
-    """``free`` slots split as evenly as can be over ``tenants`` (the first get the rest)."""
-    each, rest = divmod(free, len(tenants))
-    return [each + (1 if i < rest else 0) for i in range(len(tenants))]
 
 
-def room_under_limits(
-    limits: ClaimLimits,
-    running_by_kind: Mapping[str, int],
-    running_by_queue: Mapping[str, int],
-    recent_starts_by_kind: Mapping[str, int],
-) -> tuple[dict[str, int], dict[str, int]]:
-    """How many more jobs of each limited kind, and in each limited queue, may start now."""
-    kind_room: dict[str, int] = {}
-    for kind in limits.kinds:
-        room = sys.maxsize
-        if kind in limits.max_running_by_kind:
-            room = limits.max_running_by_kind[kind] - running_by_kind.get(kind, 0)
-        if kind in limits.rate_by_kind:
-            rate = limits.rate_by_kind[kind]
-            room = min(room, rate.starts - recent_starts_by_kind.get(kind, 0))
-        kind_room[kind] = max(0, room)
-    queue_room = {
-        queue: max(0, most - running_by_queue.get(queue, 0))
-        for queue, most in limits.max_running_by_queue.items()
-    }
-    return kind_room, queue_room
 
 
-def pick_within_limits(
-    candidates: Iterable[tuple[int, str, str]],
-    free: int,
-    kind_room: dict[str, int],
-    queue_room: dict[str, int],
-) -> list[int]:
-    """From (id, kind, queue) candidates in claim order, the ids that fit: at most ``free``,
-    and no limited kind or queue past its room. Spends the room it hands out."""
-    picked: list[int] = []
-    for job_id, kind, queue in candidates:
-        if len(picked) >= free:
-            break
-        if kind_room.get(kind, 1) <= 0 or queue_room.get(queue, 1) <= 0:
-            continue
-        picked.append(job_id)
-        if kind in kind_room:
-            kind_room[kind] -= 1
-        if queue in queue_room:
-            queue_room[queue] -= 1
-    return picked
 
 
 class LocalBus:

@@ -1,10 +1,15 @@
-"""Statement plans: a piece of storage work written once and run over an asynchronous or a
-synchronous connection.
+"""Statement plans: a piece of storage work written once and run by any driver, over an
+asynchronous or a synchronous connection.
 
-Enqueueing takes up to a dozen statements (tenant quota, dependencies, unique keys, COPY)
-whose order and checks must not differ between ``enqueue_many`` and ``enqueue_many_sync``. So
-that logic is a generator: it yields each step and is sent back the step's rows, while a
+A plan is a generator: it yields each step and is sent back the step's rows, while a
 driver's ``execute`` does the input and output with whichever kind of connection it holds.
+The rules of the queue (``jobq.rules``) are plans, so the order of their statements and the
+checks between them are the same on every database.
+
+Parameters are plain Python values (lists for arrays, datetimes, None): each driver encodes
+them as its database needs. A statement that needs the current time reads the database's
+clock where there is one; drivers without a server clock supply ``now`` themselves, one
+value for every statement of a plan.
 """
 
 from __future__ import annotations
@@ -44,7 +49,26 @@ class CopyIn:
     chunks: Iterator[bytes]
 
 
-Step = Run | RunMany | CopyIn
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """Serialise this plan's transaction with every other holding the same lock, until it
+    ends: ``name`` is one of "migrations", "limits" or "tenant" (with the tenant's name as
+    ``value``). A driver whose write transactions already exclude each other (SQLite) has
+    nothing to do."""
+
+    name: str
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A migration script (several statements); ``label`` names it in a MigrationError."""
+
+    sql: str
+    label: str
+
+
+Step = Run | RunMany | CopyIn | Lock | Script
 Plan = Generator[Step, Any, T]
 
 

@@ -22,18 +22,22 @@ from ...config import Settings
 from ...errors import (
     ConfigurationError,
     DatabaseUnavailableError,
-    InvalidJobError,
     LeaseLostError,
     MigrationError,
-    TenantQuotaExceeded,
 )
 from ...model import Job, JobError, JobStatus, WorkerInfo
+from ...rules.enqueue import (
+    Inserted,
+    check_tenant_quota,
+    insert_checked,
+    match_inserted,
+)
 from ..base import (
     CancelOutcome,
     CancelResult,
-    ClaimLimits,
     ClaimParams,
     Completion,
+    Enqueued,
     Failure,
     ListParams,
     NewJob,
@@ -49,18 +53,15 @@ from ..common import (
     dump_json,
     dump_optional_json,
     job_row_builder,
-    match_inserted,
-    pick_within_limits,
     plain_batch,
     queued_job,
     refuse_nul,
-    room_under_limits,
-    shares,
     storable_json,
     validate_new_job,
 )
-from ..plans import CopyIn, Plan, Run, RunMany, Step, T, drive, drive_async
-from ..sqlfiles import load_migrations, load_queries, pending_migrations
+from ..operations import RuleOperations
+from ..plans import CopyIn, Lock, Plan, Run, RunMany, Script, Step, T, drive, drive_async
+from ..sqlfiles import load_queries
 
 log = logging.getLogger("jobq.storage.postgres")
 
@@ -68,6 +69,11 @@ log = logging.getLogger("jobq.storage.postgres")
 MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
 LIMITS_LOCK_KEY = 0x6A6F6272  # claims of kinds and queues with limits
 TENANT_LOCK_KEY = 0x6A6F6273  # with the tenant's hash: quota checks of one tenant
+_LOCK_KEYS = {
+    "migrations": MIGRATION_LOCK_KEY,
+    "limits": LIMITS_LOCK_KEY,
+    "tenant": TENANT_LOCK_KEY,
+}
 STATISTICS_LOCK_KEY = 0x6A6F6274  # one ANALYZE of the jobs table at a time
 # refresh_statistics: below this many waiting jobs any plan is fast; the count stops at the cap.
 STATISTICS_MIN_WAITING = 1000
@@ -123,8 +129,6 @@ def _configure_sync_connection(conn: psycopg.Connection[Any]) -> None:
     conn.execute(_SET_UTC)
 
 
-# The jobs an insert created, and the existing jobs that some of its keys led to.
-_Inserted = tuple[list[Job], list[Job]]
 _NEEDS_ASYNC = (
     "connection= takes a psycopg AsyncConnection here; with a (sync) psycopg Connection, "
     "call defer_sync, enqueue_sync or enqueue_many_sync"
@@ -299,7 +303,7 @@ class _CopyEncoder:
         return queued_job(job_id, job, orjson.loads(encoded), job.run_at or now, now)
 
 
-def _insert_row(job: NewJob) -> dict[str, Any]:
+def _insert_row(job: NewJob, waiting: bool) -> dict[str, Any]:
     """One job as insert_job(s) takes it."""
     return {
         "queue": job.queue,
@@ -316,7 +320,7 @@ def _insert_row(job: NewJob) -> dict[str, Any]:
         "timeout_s": None if job.timeout_s is None else float(job.timeout_s),  # as stored
         "request_id": job.request_id,
         "request_fingerprint": job.request_fingerprint,
-        "status": None,  # queued, unless it waits on dependencies
+        "status": str(JobStatus.WAITING) if waiting else None,  # None: queued
     }
 
 
@@ -346,10 +350,23 @@ def _unavailable_as_our_error() -> Iterator[None]:
         raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc
 
 
-class PostgresDriver:
+@contextlib.contextmanager
+def _script_failure_as_migration_error(step: Step) -> Iterator[None]:
+    """A migration script that fails names its migration; a lost connection stays what it
+    is (DatabaseUnavailableError, from _connection)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        if not isinstance(step, Script) or isinstance(exc, psycopg.OperationalError):
+            raise
+        raise MigrationError(f"{step.label} failed: {exc}") from exc
+
+
+class PostgresDriver(RuleOperations):
     dialect = "postgres"
 
     def __init__(self, url: str, settings: Settings | None = None) -> None:
+        super().__init__()
         self._settings = settings or Settings(database_url=url)
         self._url = _normalise_url(url)
         self._q = load_queries("postgres")
@@ -370,8 +387,6 @@ class PostgresDriver:
         # first use.
         self._sync_pool: ConnectionPool[Any] | None = None
         self._sync_pool_lock = threading.Lock()
-        # Fair claiming: the last tenant each worker of this process served.
-        self._tenant_cursor: dict[str, str] = {}
         self._analyzed_at: float | None = None  # monotonic time of this process's last ANALYZE
         self._dead_rows_left = 0  # dead rows the last VACUUM could not remove
         # Each claim's synchronous_commit: 'off', or None for the session's own (see
@@ -452,62 +467,8 @@ class PostgresDriver:
             cur = await conn.execute(self._q[query], params, prepare=prepare)
             return [row[0] for row in await cur.fetchall()]
 
-    # ------------------------------------------------------------------ migrations
-
-    async def rollback(self, steps: int = 1) -> list[int]:
-        if steps < 1:
-            raise MigrationError("rollback needs at least one step")
-        async with self._migration_transaction() as (conn, applied):
-            done = []
-            for migration in sorted(
-                (m for m in load_migrations("postgres") if m.version in applied),
-                key=lambda m: m.version,
-                reverse=True,
-            )[:steps]:
-                await conn.execute(migration.down_sql.encode())
-                await conn.execute(
-                    "DELETE FROM jobq_migrations WHERE version = %s", (migration.version,)
-                )
-                done.append(migration.version)
-            return done
-
-    async def applied_migrations(self) -> list[int]:
-        async with self._migration_transaction() as (_conn, applied):
-            return sorted(applied)
-
-    async def migrate(self) -> list[int]:
-        async with self._migration_transaction() as (conn, applied):
-            done = []
-            for migration in pending_migrations("postgres", applied):
-                await conn.execute(migration.up_sql.encode())
-                await conn.execute(
-                    "INSERT INTO jobq_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                    (migration.version, migration.name, migration.checksum),
-                )
-                done.append(migration.version)
-            return done
-
-    @contextlib.asynccontextmanager
-    async def _migration_transaction(
-        self,
-    ) -> AsyncIterator[tuple[AsyncConnection[Any], dict[int, str]]]:
-        """One transaction holding the migration advisory lock, so processes that start at the
-        same moment apply each migration once, in order, or not at all."""
-        async with self._transaction() as conn:
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS jobq_migrations (
-                       version integer PRIMARY KEY,
-                       name text NOT NULL,
-                       checksum text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            cur = await conn.execute("SELECT version, checksum FROM jobq_migrations")
-            applied = {int(v): str(c) for v, c in await cur.fetchall()}
-            yield conn, applied
-
     # ------------------------------------------------------------------ producing
-    async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+    async def enqueue(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
         if not jobs:
             return []
         plan, atomic = self._insert_plan(jobs, callers=connection is not None)
@@ -515,12 +476,12 @@ class PostgresDriver:
             # The caller's transaction: the jobs and their wake-up commit (or not) with it.
             if not isinstance(connection, AsyncConnection):
                 raise ConfigurationError(_NEEDS_ASYNC)
-            created = await self._run_plan(connection, plan, atomic)
+            inserted = await self._run_plan(connection, plan, atomic)
         else:
             async with self._connection() as conn:
-                created = await self._run_plan(conn, plan, atomic)
+                inserted = await self._run_plan(conn, plan, atomic)
             self._bus.publish_new(j.queue for j in jobs)
-        return match_inserted(jobs, *created)
+        return match_inserted(jobs, inserted)
 
     async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
         if not _by_copy(jobs, plain_batch(jobs)):
@@ -532,24 +493,26 @@ class PostgresDriver:
         self._bus.publish_new(j.queue for j in jobs)
         return ids
 
-    def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+    def enqueue_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
         if not jobs:
             return []
         plan, atomic = self._insert_plan(jobs, callers=connection is not None)
         if connection is not None:
             if not isinstance(connection, psycopg.Connection):
                 raise ConfigurationError(_NEEDS_SYNC)
-            created = self._run_plan_sync(connection, plan, atomic)
+            inserted = self._run_plan_sync(connection, plan, atomic)
         else:
             with self._connection_sync() as conn:
-                created = self._run_plan_sync(conn, plan, atomic)
+                inserted = self._run_plan_sync(conn, plan, atomic)
         # No local wake-up: this may be any thread, and the listeners of this process hear
         # the server's notification like those of every other process.
-        return match_inserted(jobs, *created)
+        return match_inserted(jobs, inserted)
 
-    def _insert_plan(
-        self, jobs: Sequence[NewJob], *, callers: bool
-    ) -> tuple[Plan[_Inserted], bool]:
+    async def run_plan(self, plan: Plan[T], *, atomic: bool, read_only: bool = False) -> T:
+        async with self._connection() as conn:
+            return await self._run_plan(conn, plan, atomic)
+
+    def _insert_plan(self, jobs: Sequence[NewJob], *, callers: bool) -> tuple[Plan[Inserted], bool]:
         """The statements that insert ``jobs`` (over the caller's connection if ``callers``),
         and whether they must run in one transaction (a savepoint inside the caller's):
         dependencies and quotas take several statements that must commit together, and a
@@ -583,6 +546,22 @@ class PostgresDriver:
             validate_new_job(job)
         return True
 
+    def _statement(self, step: Run | Lock | Script) -> tuple[str | bytes, Any, bool]:
+        """The SQL, parameters and whether the rows are Jobs, for one statement of a plan.
+        Claims read ``commit`` (see claim_batch_by_queue in queries.sql): every statement
+        of a plan is given it."""
+        if isinstance(step, Lock):
+            key = _LOCK_KEYS[step.name]
+            if step.value is None:
+                return "SELECT pg_advisory_xact_lock(%s)", (key,), False
+            return "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (key, step.value), False
+        if isinstance(step, Script):
+            return step.sql.encode(), None, False  # bytes: sent as it is, several statements
+        params = step.params
+        if isinstance(params, dict):
+            params = {**params, "commit": self._claim_commit}
+        return self._q[step.query], params, step.jobs
+
     async def _run_plan(self, conn: AsyncConnection[Any], plan: Plan[T], atomic: bool) -> T:
         async def execute(step: Step) -> list[Any]:
             if isinstance(step, CopyIn):
@@ -593,8 +572,10 @@ class PostgresDriver:
             if isinstance(step, RunMany):
                 await conn.cursor().executemany(self._q[step.query], step.rows)
                 return []
-            cur = conn.cursor(row_factory=_job_row) if step.jobs else conn.cursor()
-            await cur.execute(self._q[step.query], step.params)
+            query, params, jobs = self._statement(step)
+            cur = conn.cursor(row_factory=_job_row) if jobs else conn.cursor()
+            with _script_failure_as_migration_error(step):
+                await cur.execute(query, params)
             return await cur.fetchall() if _returns_rows(cur) else []
 
         if not (atomic and _may_open_a_block(conn)):
@@ -612,8 +593,10 @@ class PostgresDriver:
             if isinstance(step, RunMany):
                 conn.cursor().executemany(self._q[step.query], step.rows)
                 return []
-            cur = conn.cursor(row_factory=_job_row) if step.jobs else conn.cursor()
-            cur.execute(self._q[step.query], step.params)
+            query, params, jobs = self._statement(step)
+            cur = conn.cursor(row_factory=_job_row) if jobs else conn.cursor()
+            with _script_failure_as_migration_error(step):
+                cur.execute(query, params)
             return cur.fetchall() if _returns_rows(cur) else []
 
         if not (atomic and _may_open_a_block(conn)):
@@ -623,68 +606,34 @@ class PostgresDriver:
 
     def _insert(
         self, jobs: Sequence[NewJob], plain: bool, checked: bool, encode_first: bool
-    ) -> Plan[_Inserted]:
+    ) -> Plan[Inserted]:
         """Inserts ``jobs``; returns the jobs created and the existing ones some keys led to.
         The statements NOTIFY too; the notification goes out when their transaction commits
         (the caller's own, with connection=), so no worker wakes before it can see the rows."""
         if _by_copy(jobs, plain):
             _, created = yield from self._copy_batch(jobs, build=True, checked=checked)
-            return created, []
+            return Inserted(created)
         if encode_first:
             for job in jobs:
                 storable_json(job.payload)
-        yield from self._check_tenant_quota(jobs)
+        quota = self._settings.tenant_max_queued
         if plain and len(jobs) == 1:
-            return [(yield from self._insert_plain_job(jobs[0]))], []
-        rows = [_insert_row(j) for j in jobs]
-        orphaned = yield from self._prepare_dependents(jobs, rows)
-        inserted, existing = yield from self._insert_pass(jobs, rows, orphaned)
-        # A job skipped for a unique key whose holder finished before the lookup found it
-        # has neither a row nor a holder: insert it again (the key is free now).
-        for _ in range(3):
-            found = {j.unique_key for j in (*inserted, *existing) if j.unique_key is not None}
-            keyed = {j.idempotency_key for j in (*inserted, *existing) if j.idempotency_key}
-            again = [
-                i
-                for i, j in enumerate(jobs)
-                if j.unique_key is not None
-                and j.unique_key not in found
-                and j.idempotency_key not in keyed
-            ]
-            if not again:
-                break
-            more, held = yield from self._insert_pass(
-                [jobs[i] for i in again], [rows[i] for i in again], orphaned
-            )
-            inserted += more
-            existing += held
-        return inserted, existing
+            yield from check_tenant_quota(jobs, quota)
+            return Inserted([(yield from self._insert_plain_job(jobs[0]))])
+        return (yield from insert_checked(jobs, quota, self._write_rows))
 
-    def _insert_pass(
-        self, jobs: Sequence[NewJob], rows: list[dict[str, Any]], orphaned: dict[int, str] | None
-    ) -> Plan[_Inserted]:
+    def _write_rows(self, jobs: Sequence[NewJob], waiting: Sequence[bool]) -> Plan[list[Job]]:
+        rows = [_insert_row(job, wait) for job, wait in zip(jobs, waiting, strict=True)]
         if len(rows) == 1:
             payload = storable_json(rows[0]["payload"])
             created = yield Run("insert_job", {**rows[0], "payload": payload})
             asked = {**rows[0], "payload": orjson.loads(payload)}  # as stored
-            inserted = _jobs_from_request([asked], created)
-        else:
-            batch = dump_json(rows)
-            refuse_nul(batch, [row["payload"] for row in rows])
-            created = yield Run("insert_jobs", {"jobs": batch})
-            # Decoded back, so each job carries its payload as stored (JSON), not as given.
-            inserted = _jobs_from_request(orjson.loads(batch), created)
-        if orphaned is not None:
-            inserted = yield from self._link_dependents(inserted, orphaned)
-        existing: list[Job] = []
-        if len(inserted) < len(rows):
-            keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
-            uniques = [j.unique_key for j in jobs if j.unique_key is not None]
-            if keys:
-                existing += yield Run("jobs_by_idempotency_keys", {"keys": keys}, jobs=True)
-            if uniques:
-                existing += yield Run("jobs_by_unique_keys", {"keys": uniques}, jobs=True)
-        return inserted, existing
+            return _jobs_from_request([asked], created)
+        batch = dump_json(rows)
+        refuse_nul(batch, [row["payload"] for row in rows])
+        created = yield Run("insert_jobs", {"jobs": batch})
+        # Decoded back, so each job carries its payload as stored (JSON), not as given.
+        return _jobs_from_request(orjson.loads(batch), created)
 
     def _insert_plain_job(self, job: NewJob) -> Plan[Job]:
         encoded = storable_json(job.payload)
@@ -705,7 +654,7 @@ class PostgresDriver:
         encoded up front too: one that cannot be stored is then refused before the first
         statement, like any other bad job."""
         payloads = [storable_json(job.payload) for job in jobs] if checked else None
-        yield from self._check_tenant_quota(jobs)
+        yield from check_tenant_quota(jobs, self._settings.tenant_max_queued)
         return (yield from self._copy_insert(jobs, build, payloads))
 
     def _copy_insert(
@@ -755,71 +704,8 @@ class PostgresDriver:
         yield CopyIn("copy_jobs" if scheduled else "copy_jobs_due_now", slices())
         return ids, created
 
-    def _check_tenant_quota(self, jobs: Sequence[NewJob]) -> Plan[None]:
-        quota = self._settings.tenant_max_queued
-        if not quota:
-            return
-        adding: dict[str, int] = {}
-        for job in jobs:
-            if job.tenant is not None:
-                adding[job.tenant] = adding.get(job.tenant, 0) + 1
-        for tenant in sorted(adding):  # one lock order for every process: no deadlocks
-            yield Run("tenant_lock", {"key": TENANT_LOCK_KEY, "tenant": tenant})
-            found = yield Run("tenant_queued", {"tenant": tenant})
-            if (found[0][0] if found else 0) + adding[tenant] > quota:
-                raise TenantQuotaExceeded(tenant, quota)
-
-    def _prepare_dependents(
-        self, jobs: Sequence[NewJob], rows: list[dict[str, Any]]
-    ) -> Plan[dict[int, str] | None]:
-        """Lock and flag the parents; set each dependent's first status. Returns the failed or
-        cancelled parents by id (their dependents are cancelled once inserted), or None when
-        no job has dependencies."""
-        parents = sorted({p for j in jobs for p in j.depends_on})
-        if not parents:
-            return None
-        found = yield Run("mark_parents", {"ids": parents})
-        status_of = {int(r[0]): str(r[1]) for r in found}
-        missing = [p for p in parents if p not in status_of]
-        if missing:
-            raise InvalidJobError(f"depends_on: no job with id {', '.join(map(str, missing))}")
-        for job, row in zip(jobs, rows, strict=True):
-            if any(status_of[p] != JobStatus.SUCCEEDED for p in job.depends_on):
-                row["status"] = str(JobStatus.WAITING)
-        return {
-            p: status
-            for p, status in status_of.items()
-            if status in (JobStatus.FAILED, JobStatus.CANCELLED)
-        }
-
-    def _link_dependents(self, inserted: list[Job], orphaned: dict[int, str]) -> Plan[list[Job]]:
-        pairs = [(p, job.id) for job in inserted for p in job.depends_on]
-        yield Run(
-            "insert_dependencies",
-            {"parents": [p for p, _ in pairs], "jobs": [j for _, j in pairs]},
-        )
-        settled = []
-        for job in inserted:
-            failed = [p for p in job.depends_on if p in orphaned]
-            if job.status == JobStatus.WAITING and failed:
-                reason = f"dependency {failed[0]} {orphaned[failed[0]]}"
-                args = {"id": job.id, "reason": reason}
-                [job] = yield Run("cancel_born_orphaned", args, jobs=True)
-            settled.append(job)
-        return settled
-
     # ------------------------------------------------------------------ working
-    async def claim_batch(self, params: ClaimParams) -> list[Job]:
-        if params.limit < 1:
-            return []
-        if params.limits or params.fair_tenants:
-            jobs = await self._claim_with_flow_control(params)
-        else:
-            jobs = await self._claim_plain(params)
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        return jobs
-
-    async def _claim_plain(self, params: ClaimParams) -> list[Job]:
+    async def claim_plain(self, params: ClaimParams) -> list[Job]:
         args: dict[str, Any]
         if params.queues is None:
             query, args = "claim_batch_any_queue", {"worker_id": params.worker_id}
@@ -829,99 +715,6 @@ class PostgresDriver:
         args["limit"] = params.limit
         args["commit"] = self._claim_commit
         return await self._fetch_jobs(query, args)
-
-    async def _claim_with_flow_control(self, params: ClaimParams) -> list[Job]:
-        """The claim when limits or tenant fairness are on: limited work first (under the
-        cluster-wide limits lock), then tenants' shares, then the rest in plain order."""
-        limits = params.limits or ClaimLimits()
-        base = {
-            "worker_id": params.worker_id,
-            "queues": list(params.queues) if params.queues is not None else None,
-            "skip_kinds": limits.kinds,
-            "skip_queues": limits.queues,
-            "commit": self._claim_commit,
-        }
-        jobs: list[Job] = []
-        if limits:
-            jobs += await self._claim_limited(params, limits)
-        if params.fair_tenants and len(jobs) < params.limit:
-            jobs += await self._claim_fair(params, base, params.limit - len(jobs))
-        if len(jobs) < params.limit:
-            jobs += await self._fetch_jobs(
-                "claim_filtered",
-                {**base, "limit": params.limit - len(jobs), "tenantless": params.fair_tenants},
-            )
-        return jobs
-
-    async def _claim_fair(self, params: ClaimParams, base: dict[str, Any], free: int) -> list[Job]:
-        """Round-robin over tenants: the next ``free`` tenants after the last one this worker
-        served (wrapping around), an equal share of the free slots each."""
-        after = self._tenant_cursor.get(params.worker_id, "")
-        async with self._connection() as conn:
-            tenants: list[str] = []
-            for start in (after, ""):  # from the cursor to the end, then from the start
-                cur = await conn.execute(
-                    self._q["claim_tenants"], {**base, "after": start, "most": free - len(tenants)}
-                )
-                tenants += [r[0] for r in await cur.fetchall() if r[0] not in tenants]
-                if len(tenants) >= free or not start:
-                    break
-            if not tenants:
-                return []
-            self._tenant_cursor[params.worker_id] = tenants[-1] if len(tenants) >= free else ""
-            cur = conn.cursor(row_factory=_job_row)
-            await cur.execute(
-                self._q["claim_fair"], {**base, "tenants": tenants, "shares": shares(free, tenants)}
-            )
-            return await cur.fetchall()
-
-    async def _claim_limited(self, params: ClaimParams, limits: ClaimLimits) -> list[Job]:
-        kinds, queues = limits.kinds, limits.queues
-        windows = {k: r.per_s for k, r in limits.rate_by_kind.items()}
-        async with self._transaction() as conn:
-            await conn.execute(self._q["limits_lock"], {"key": LIMITS_LOCK_KEY})
-            cur = await conn.execute(self._q["running_counts"], {"kinds": kinds, "queues": queues})
-            by_kind: dict[str, int] = {}
-            by_queue: dict[str, int] = {}
-            for kind, queue, count in await cur.fetchall():
-                by_kind[kind] = by_kind.get(kind, 0) + count
-                by_queue[queue] = by_queue.get(queue, 0) + count
-            starts: dict[str, int] = {}
-            if windows:
-                window_args = {"kinds": list(windows), "windows": list(windows.values())}
-                await conn.execute(self._q["prune_starts"], window_args)
-                cur = await conn.execute(self._q["recent_starts"], window_args)
-                starts = {k: n for k, n in await cur.fetchall()}
-            kind_room, queue_room = room_under_limits(limits, by_kind, by_queue, starts)
-            full_kinds = [k for k, room in kind_room.items() if room <= 0]
-            full_queues = [q for q, room in queue_room.items() if room <= 0]
-            if len(full_kinds) == len(kinds) and len(full_queues) == len(queues):
-                return []
-            cur = await conn.execute(
-                self._q["limited_candidates"],
-                {
-                    "queues": list(params.queues) if params.queues is not None else None,
-                    "limited_kinds": kinds,
-                    "limited_queues": queues,
-                    "full_kinds": full_kinds,
-                    "full_queues": full_queues,
-                    # Enough to fill the free slots even when some candidates do not fit.
-                    "limit": params.limit * 4,
-                },
-            )
-            ids = pick_within_limits(await cur.fetchall(), params.limit, kind_room, queue_room)
-            if not ids:
-                return []
-            claim = conn.cursor(row_factory=_job_row)
-            await claim.execute(
-                self._q["claim_ids"],
-                {"worker_id": params.worker_id, "ids": ids, "commit": self._claim_commit},
-            )
-            jobs = await claim.fetchall()
-            rated = [j.kind for j in jobs if j.kind in windows]
-            if rated:
-                await conn.execute(self._q["record_starts"], {"kinds": rated})
-            return jobs
 
     async def complete_many(self, completions: Sequence[Completion]) -> list[int]:
         if not completions:

@@ -111,10 +111,6 @@ SET status = 'cancelled', finished_at = now(), updated_at = now(), last_error = 
 WHERE id = %(id)s AND status = 'waiting'
 RETURNING *
 
--- name: tenant_lock
--- Serialises enqueues of one tenant while its quota is checked (released at commit).
-SELECT pg_advisory_xact_lock(%(key)s, hashtext(%(tenant)s))
-
 -- name: tenant_queued
 SELECT count(*) FROM jobq_jobs
 WHERE tenant = %(tenant)s AND status IN ('queued', 'retrying') AND tenant IS NOT NULL
@@ -230,11 +226,6 @@ WHERE j.id = ANY(ARRAY(
                          COALESCE(%(commit)s, current_setting('synchronous_commit')), true))
       IS NOT NULL  -- the claim's commit: see claim_batch_by_queue
 RETURNING j.*
-
--- name: limits_lock
--- One claimer of limited work at a time, cluster-wide (released at commit): counting what
--- runs and claiming more must not interleave with another worker doing the same.
-SELECT pg_advisory_xact_lock(%(key)s)
 
 -- name: running_counts
 SELECT kind, queue, count(*) FROM jobq_jobs
@@ -550,3 +541,23 @@ SELECT set_config('lock_timeout', '1s', true), set_config('statement_timeout', '
 
 -- name: analyze_jobs
 ANALYZE (SKIP_LOCKED) jobq_jobs
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS jobq_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())
+
+-- name: migrations_table_exists
+SELECT to_regclass('jobq_migrations') IS NOT NULL
+
+-- name: applied_migrations
+SELECT version, checksum FROM jobq_migrations
+
+-- name: record_migration
+INSERT INTO jobq_migrations (version, name, checksum)
+VALUES (%(version)s, %(name)s, %(checksum)s)
+
+-- name: forget_migration
+DELETE FROM jobq_migrations WHERE version = %(version)s

@@ -40,19 +40,24 @@ from ...config import Settings
 from ...errors import (
     ConfigurationError,
     DatabaseUnavailableError,
-    InvalidJobError,
     LeaseLostError,
     MigrationError,
-    TenantQuotaExceeded,
     UnsupportedFeatureError,
 )
 from ...model import Job, JobError, JobStatus, WorkerInfo
+from ...rules.enqueue import (
+    Inserted,
+    all_created,
+    check_tenant_quota,
+    insert_checked,
+    match_inserted,
+)
 from ..base import (
     CancelOutcome,
     CancelResult,
-    ClaimLimits,
     ClaimParams,
     Completion,
+    Enqueued,
     Failure,
     ListParams,
     NewJob,
@@ -68,17 +73,14 @@ from ..common import (
     dump_json,
     dump_optional_json,
     job_row_builder,
-    match_inserted,
-    pick_within_limits,
     plain_batch,
     queued_job,
-    room_under_limits,
-    shares,
     storable_json,
     validate_new_job,
 )
-from ..plans import CopyIn, Plan, Run, RunMany, Step, T, drive, drive_async
-from ..sqlfiles import Migration, load_migrations, load_queries, pending_migrations
+from ..operations import RuleOperations
+from ..plans import CopyIn, Lock, Plan, Run, RunMany, Script, Step, T, drive, drive_async
+from ..sqlfiles import load_queries
 from .watch import CommitWatcher
 
 log = logging.getLogger("jobq.storage.sqlite")
@@ -204,10 +206,22 @@ def _unavailable_reason(exc: sqlite3.Error, busy_timeout_ms: int) -> str | None:
     return None
 
 
-def _statement(step: Run | CopyIn) -> Run:
-    if isinstance(step, CopyIn):
-        raise UnsupportedFeatureError("COPY is PostgreSQL's: SQLite inserts by executemany")
-    return step
+def _encoded(value: Any) -> Any:
+    """A plan's parameter as SQLite takes it: arrays and objects as JSON (the queries read
+    them with json_each), times as seconds since the epoch."""
+    if isinstance(value, list | tuple | dict):
+        return dump_json(value)
+    if isinstance(value, datetime):
+        return _epoch(value)
+    return value
+
+
+def _parameters(params: Params, now: float) -> Params:
+    """A plan statement's parameters encoded, with ``now``: SQLite has no clock of its
+    own in a statement that a whole plan would share, so the plan's start stands in."""
+    if isinstance(params, tuple):
+        return params
+    return {"now": now, **{name: _encoded(value) for name, value in params.items()}}
 
 
 def _session_pragmas(busy_timeout_ms: int) -> list[str]:
@@ -244,10 +258,56 @@ def _has_sql(text: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in text.splitlines())
 
 
-class SqliteDriver:
+def _insert_row(job: NewJob, payload: str, waiting: bool) -> dict[str, Any]:
+    """One job as insert_jobs takes it, its payload already encoded."""
+    return {
+        "queue": job.queue,
+        "kind": job.kind,
+        "payload": payload,
+        "priority": job.priority,
+        "run_at": _optional_epoch(job.run_at),
+        "max_attempts": job.max_attempts,
+        "tenant": job.tenant,
+        "idempotency_key": job.idempotency_key,
+        "unique_key": job.unique_key,
+        "unique_states": unique_states_mask(job),
+        "depends_on": dump_json(list(job.depends_on)),
+        "timeout_s": job.timeout_s,
+        "request_id": job.request_id,
+        "request_fingerprint": job.request_fingerprint,
+        "status": str(JobStatus.WAITING) if waiting else None,  # None: queued
+    }
+
+
+def _on_daemon_thread(conn: aiosqlite.Connection) -> aiosqlite.Connection:
+    """``conn``, not started yet, set to run on a daemon thread. aiosqlite gives every
+    connection a thread of its own, and a non-daemon one keeps the interpreter alive: a
+    script that never closes its JobQueue would never exit. Nothing is lost by not waiting
+    for it: what was committed is in the file, and a transaction left open is rolled back
+    by SQLite's journal when the file is next opened."""
+    thread = conn if isinstance(conn, threading.Thread) else getattr(conn, "_thread", None)
+    if isinstance(thread, threading.Thread):
+        thread.daemon = True
+    return conn
+
+
+@contextlib.contextmanager
+def _script_failure_as_migration_error(step: Step) -> Iterator[None]:
+    """A migration script that fails names its migration (an unavailable database is
+    already a DatabaseUnavailableError by then, see _translate)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if not isinstance(step, Script):
+            raise
+        raise MigrationError(f"{step.label} failed: {exc}") from exc
+
+
+class SqliteDriver(RuleOperations):
     dialect = "sqlite"
 
     def __init__(self, url: str, settings: Settings | None = None) -> None:
+        super().__init__()
         self._settings = settings or Settings(database_url=url)
         self._url = url
         self._path = database_path(url)
@@ -258,8 +318,6 @@ class SqliteDriver:
         self._reader: aiosqlite.Connection | None = None
         self._open_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
-        # Fair claiming: the last tenant each worker of this process served.
-        self._tenant_cursor: dict[str, str] = {}
         # The synchronous API (enqueue_many_sync, get_sync), from any thread: one connection
         # of its own, made on first use, used by one call at a time.
         self._sync_conn: sqlite3.Connection | None = None
@@ -363,8 +421,10 @@ class SqliteDriver:
 
     async def _connect(self) -> aiosqlite.Connection:
         with self._translate():
-            conn = await aiosqlite.connect(
-                self._path, isolation_level=None, timeout=self._busy_timeout_ms / 1000
+            conn = await _on_daemon_thread(
+                aiosqlite.connect(
+                    self._path, isolation_level=None, timeout=self._busy_timeout_ms / 1000
+                )
             )
             try:
                 conn.row_factory = sqlite3.Row
@@ -482,93 +542,14 @@ class SqliteDriver:
     async def _read(self, query: str, params: Params | None = None) -> list[Any]:
         return await self._run(await self._reader_conn(), query, params or {})
 
-    # ------------------------------------------------------------------ migrations
-    async def rollback(self, steps: int = 1) -> list[int]:
-        if steps < 1:
-            raise MigrationError("rollback needs at least one step")
-        async with self._migration_transaction() as (conn, applied):
-            done = []
-            for migration in sorted(
-                (m for m in load_migrations("sqlite") if m.version in applied),
-                key=lambda m: m.version,
-                reverse=True,
-            )[:steps]:
-                await self._run_script(conn, migration, migration.down_sql, "rolling back")
-                with self._translate():
-                    await conn.execute_fetchall(
-                        "DELETE FROM jobq_migrations WHERE version = ?", (migration.version,)
-                    )
-                done.append(migration.version)
-            return done
-
-    async def applied_migrations(self) -> list[int]:
-        # A plain read, not the migration transaction: readiness probes call this, and they
-        # should not queue for the write lock behind busy workers. One SELECT sees one
-        # committed state, which is all the answer needs.
-        conn = await self._reader_conn()
-        with self._translate():
-            exists = await conn.execute_fetchall(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobq_migrations'"
-            )
-            if not list(exists):
-                return []
-            rows = await conn.execute_fetchall("SELECT version FROM jobq_migrations")
-        return sorted(int(r[0]) for r in rows)
-
-    async def migrate(self) -> list[int]:
-        async with self._migration_transaction() as (conn, applied):
-            done = []
-            for migration in pending_migrations("sqlite", applied):
-                await self._run_script(conn, migration, migration.up_sql, "applying")
-                with self._translate():
-                    await conn.execute_fetchall(
-                        "INSERT INTO jobq_migrations (version, name, checksum, applied_at) "
-                        "VALUES (?, ?, ?, ?)",
-                        (migration.version, migration.name, migration.checksum, time.time()),
-                    )
-                done.append(migration.version)
-            return done
-
-    async def _run_script(
-        self, conn: aiosqlite.Connection, migration: Migration, script: str, doing: str
-    ) -> None:
-        for statement in split_statements(script):
-            try:
-                with self._translate():
-                    await conn.execute_fetchall(statement)
-            except sqlite3.Error as exc:
-                raise MigrationError(
-                    f"{doing} migration {migration.version:04d}_{migration.name} failed: {exc}"
-                ) from exc
-
-    @contextlib.asynccontextmanager
-    async def _migration_transaction(
-        self,
-    ) -> AsyncIterator[tuple[aiosqlite.Connection, dict[int, str]]]:
-        """One BEGIN IMMEDIATE transaction: it holds the write lock from the first read of
-        jobq_migrations, so processes that start at the same moment apply each migration
-        once, in order, or not at all (SQLite's DDL is transactional)."""
-        async with self._transaction() as conn:
-            with self._translate():
-                await conn.execute_fetchall(
-                    """CREATE TABLE IF NOT EXISTS jobq_migrations (
-                           version INTEGER PRIMARY KEY,
-                           name TEXT NOT NULL,
-                           checksum TEXT NOT NULL,
-                           applied_at REAL NOT NULL)"""
-                )
-                rows = await conn.execute_fetchall("SELECT version, checksum FROM jobq_migrations")
-            applied = {int(v): str(c) for v, c in rows}
-            yield conn, applied
-
     # ------------------------------------------------------------------ producing
-    async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+    async def enqueue(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
         plan, atomic = self._insert_plan(jobs, connection)  # first: it refuses connection=
         if not jobs:
             return []
-        created = await self._run_write(plan, atomic)
+        enqueued = await self._run_write(plan, atomic)
         self._bus.publish_new(j.queue for j in jobs)
-        return created
+        return enqueued
 
     async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
         if not jobs or not plain_batch(jobs):
@@ -579,7 +560,7 @@ class SqliteDriver:
         self._bus.publish_new(j.queue for j in jobs)
         return ids
 
-    def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
+    def enqueue_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
         plan, atomic = self._insert_plan(jobs, connection)  # first: it refuses connection=
         if not jobs:
             return []
@@ -587,6 +568,11 @@ class SqliteDriver:
             # No local wake-up: this may be any thread. The workers of this process see the
             # commit in the file's change counter, as they see other processes' (watch.py).
             return drive(plan, self._executor_sync(conn))
+
+    async def run_plan(self, plan: Plan[T], *, atomic: bool, read_only: bool = False) -> T:
+        if read_only and not atomic:
+            return await drive_async(plan, self._executor(await self._reader_conn()))
+        return await self._run_write(plan, atomic)
 
     async def _run_write(self, plan: Plan[T], atomic: bool) -> T:
         """A plan on the write connection: in a write transaction when ``atomic``, else as
@@ -598,7 +584,9 @@ class SqliteDriver:
         async with self._write_lock:
             return await drive_async(plan, self._executor(await self._writer_conn()))
 
-    def _insert_plan(self, jobs: Sequence[NewJob], connection: Any) -> tuple[Plan[list[Job]], bool]:
+    def _insert_plan(
+        self, jobs: Sequence[NewJob], connection: Any
+    ) -> tuple[Plan[list[Enqueued]], bool]:
         """The statements that insert ``jobs``, and whether they need a write transaction
         (all but a single plain job, which is one statement)."""
         if connection is not None:
@@ -621,31 +609,53 @@ class SqliteDriver:
         return payloads, single
 
     @staticmethod
-    def _plain_jobs(plan: Plan[tuple[list[int], list[Job]]]) -> Plan[list[Job]]:
+    def _plain_jobs(plan: Plan[tuple[list[int], list[Job]]]) -> Plan[list[Enqueued]]:
         _, created = yield from plan
-        return created
+        return all_created(created)
+
+    def _statements(self, step: Step, now: float) -> tuple[list[tuple[str, Params]], bool]:
+        """The SQL one step of a plan runs, each statement with its parameters, and whether
+        the rows are Jobs. A Lock needs none: a plan that must be atomic runs inside BEGIN
+        IMMEDIATE, which holds the file's write lock already."""
+        if isinstance(step, CopyIn):
+            raise UnsupportedFeatureError("COPY is PostgreSQL's: SQLite inserts by executemany")
+        if isinstance(step, Lock):
+            return [], False
+        if isinstance(step, Script):
+            return [(sql, ()) for sql in split_statements(step.sql)], False
+        if isinstance(step, RunMany):
+            raise TypeError("RunMany has no single statement")
+        return [(self._q[step.query], _parameters(step.params, now))], step.jobs
 
     def _executor(self, conn: aiosqlite.Connection) -> Callable[[Step], Awaitable[list[Any]]]:
+        now = time.time()
+
         async def execute(step: Step) -> list[Any]:
-            with self._translate():
+            with _script_failure_as_migration_error(step), self._translate():
                 if isinstance(step, RunMany):
                     await conn.executemany(self._q[step.query], step.rows)
                     return []
-                run = _statement(step)
-                rows = list(await conn.execute_fetchall(self._q[run.query], run.params))
-            return _jobs(rows) if run.jobs else rows
+                statements, jobs = self._statements(step, now)
+                rows: list[Any] = []
+                for sql, params in statements:
+                    rows = list(await conn.execute_fetchall(sql, params))
+            return _jobs(rows) if jobs else rows
 
         return execute
 
     def _executor_sync(self, conn: sqlite3.Connection) -> Callable[[Step], list[Any]]:
+        now = time.time()
+
         def execute(step: Step) -> list[Any]:
-            with self._translate():
+            with _script_failure_as_migration_error(step), self._translate():
                 if isinstance(step, RunMany):
                     conn.executemany(self._q[step.query], step.rows)
                     return []
-                run = _statement(step)
-                rows = conn.execute(self._q[run.query], run.params).fetchall()
-            return _jobs(rows) if run.jobs else rows
+                statements, jobs = self._statements(step, now)
+                rows: list[Any] = []
+                for sql, params in statements:
+                    rows = conn.execute(sql, params).fetchall()
+            return _jobs(rows) if jobs else rows
 
         return execute
 
@@ -680,7 +690,7 @@ class SqliteDriver:
             # One statement, its own transaction: one trip to aiosqlite's thread, not four.
             [(first_id,)] = yield Run("insert_one_plain_job", values[0])
         else:
-            yield from self._check_tenant_quota(jobs)
+            yield from check_tenant_quota(jobs, self._settings.tenant_max_queued)
             [(last_id,)] = yield Run("last_job_id", {})
             first_id = last_id + 1
             yield RunMany(
@@ -700,219 +710,37 @@ class SqliteDriver:
             for job_id, job, row in zip(ids, jobs, values, strict=True)
         ]
 
-    def _insert_with_keys(self, jobs: Sequence[NewJob], payloads: list[str]) -> Plan[list[Job]]:
-        rows = [
-            {
-                "queue": j.queue,
-                "kind": j.kind,
-                "payload": payload,
-                "priority": j.priority,
-                "run_at": _optional_epoch(j.run_at),
-                "max_attempts": j.max_attempts,
-                "tenant": j.tenant,
-                "idempotency_key": j.idempotency_key,
-                "unique_key": j.unique_key,
-                "unique_states": unique_states_mask(j),
-                "depends_on": dump_json(list(j.depends_on)),
-                "timeout_s": j.timeout_s,
-                "request_id": j.request_id,
-                "request_fingerprint": j.request_fingerprint,
-                "status": None,  # queued, unless it waits on dependencies
-            }
-            for j, payload in zip(jobs, payloads, strict=True)
-        ]
-        now = time.time()
-        yield from self._check_tenant_quota(jobs)
-        orphaned = yield from self._prepare_dependents(jobs, rows)
-        inserted = yield Run("insert_jobs", {"jobs": dump_json(rows), "now": now}, jobs=True)
-        if orphaned is not None:
-            inserted = yield from self._link_dependents(inserted, orphaned, now)
-        existing: list[Job] = []
-        if len(inserted) < len(jobs):
-            keys = [j.idempotency_key for j in jobs if j.idempotency_key is not None]
-            uniques = [j.unique_key for j in jobs if j.unique_key is not None]
-            for query, values in (
-                ("jobs_by_idempotency_keys", keys),
-                ("jobs_by_unique_keys", uniques),
-            ):
-                if values:
-                    existing += yield Run(query, {"keys": dump_json(values)}, jobs=True)
-        return match_inserted(jobs, inserted, existing)
+    def _insert_with_keys(
+        self, jobs: Sequence[NewJob], payloads: list[str]
+    ) -> Plan[list[Enqueued]]:
+        encoded = {id(job): payload for job, payload in zip(jobs, payloads, strict=True)}
 
-    def _check_tenant_quota(self, jobs: Sequence[NewJob]) -> Plan[None]:
-        # Inside the write transaction: no other process can enqueue between count and insert.
+        def write_rows(some: Sequence[NewJob], waiting: Sequence[bool]) -> Plan[list[Job]]:
+            rows = [
+                _insert_row(job, encoded[id(job)], wait)
+                for job, wait in zip(some, waiting, strict=True)
+            ]
+            created: list[Job] = yield Run("insert_jobs", {"jobs": dump_json(rows)}, jobs=True)
+            return created
+
         quota = self._settings.tenant_max_queued
-        if not quota:
-            return
-        adding: dict[str, int] = {}
-        for job in jobs:
-            if job.tenant is not None:
-                adding[job.tenant] = adding.get(job.tenant, 0) + 1
-        for tenant, count in adding.items():
-            [(queued,)] = yield Run("tenant_queued", {"tenant": tenant})
-            if queued + count > quota:
-                raise TenantQuotaExceeded(tenant, quota)
-
-    def _prepare_dependents(
-        self, jobs: Sequence[NewJob], rows: list[dict[str, Any]]
-    ) -> Plan[dict[int, str] | None]:
-        """Flag the parents and set each dependent's first status; the failed or cancelled
-        parents by id (None when no job has dependencies). See the PostgreSQL driver."""
-        parents = sorted({p for j in jobs for p in j.depends_on})
-        if not parents:
-            return None
-        found = yield Run("mark_parents", {"ids": dump_json(parents)})
-        status_of = {int(r[0]): str(r[1]) for r in found}
-        missing = [p for p in parents if p not in status_of]
-        if missing:
-            raise InvalidJobError(f"depends_on: no job with id {', '.join(map(str, missing))}")
-        for job, row in zip(jobs, rows, strict=True):
-            if any(status_of[p] != JobStatus.SUCCEEDED for p in job.depends_on):
-                row["status"] = str(JobStatus.WAITING)
-        return {
-            p: status
-            for p, status in status_of.items()
-            if status in (JobStatus.FAILED, JobStatus.CANCELLED)
-        }
-
-    def _link_dependents(
-        self, inserted: list[Job], orphaned: dict[int, str], now: float
-    ) -> Plan[list[Job]]:
-        pairs = [[p, job.id] for job in inserted for p in job.depends_on]
-        yield Run("insert_dependencies", {"pairs": dump_json(pairs)})
-        settled = []
-        for job in inserted:
-            failed = [p for p in job.depends_on if p in orphaned]
-            if job.status == JobStatus.WAITING and failed:
-                reason = f"dependency {failed[0]} {orphaned[failed[0]]}"
-                args = {"id": job.id, "reason": reason, "now": now}
-                [job] = yield Run("cancel_born_orphaned", args, jobs=True)
-            settled.append(job)
-        return settled
+        inserted: Inserted = yield from insert_checked(jobs, quota, write_rows)
+        return match_inserted(jobs, inserted)
 
     # ------------------------------------------------------------------ working
-    async def claim_batch(self, params: ClaimParams) -> list[Job]:
-        if params.limit < 1:
-            return []
+    async def claim_plain(self, params: ClaimParams) -> list[Job]:
         args: dict[str, Any] = {
             "worker_id": params.worker_id,
             "limit": params.limit,
             "now": time.time(),
         }
-        if params.limits or params.fair_tenants:
-            async with self._transaction() as conn:
-                jobs = await self._claim_with_flow_control(conn, params)
-        elif params.queues is None:
-            jobs = _jobs(await self._write("claim_batch_any_queue", args))
-        elif len(set(params.queues)) == 1:
+        if params.queues is None:
+            return _jobs(await self._write("claim_batch_any_queue", args))
+        if len(set(params.queues)) == 1:
             args["queue"] = params.queues[0]
-            jobs = _jobs(await self._write("claim_batch_one_queue", args))
-        else:
-            args["queues"] = dump_json(list(params.queues))
-            jobs = _jobs(await self._write("claim_batch_by_queue", args))
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        return jobs
-
-    async def _claim_with_flow_control(
-        self, conn: aiosqlite.Connection, params: ClaimParams
-    ) -> list[Job]:
-        """Limited work first, then tenants' shares, then the rest in plain order; all in one
-        write transaction, which on SQLite also shuts out every other claimer."""
-        limits = params.limits or ClaimLimits()
-        now = time.time()
-        base: dict[str, Any] = {
-            "worker_id": params.worker_id,
-            "now": now,
-            "queues": dump_json(list(params.queues)) if params.queues is not None else None,
-            "skip_kinds": dump_json(limits.kinds),
-            "skip_queues": dump_json(limits.queues),
-        }
-        jobs: list[Job] = []
-        if limits:
-            jobs += await self._claim_limited(conn, params, limits, base)
-        if params.fair_tenants and len(jobs) < params.limit:
-            jobs += await self._claim_fair(conn, params, base, params.limit - len(jobs))
-        if len(jobs) < params.limit:
-            args = {
-                **base,
-                "limit": params.limit - len(jobs),
-                "tenantless": params.fair_tenants,
-            }
-            jobs += _jobs(await self._run(conn, "claim_filtered", args))
-        return jobs
-
-    async def _claim_fair(
-        self, conn: aiosqlite.Connection, params: ClaimParams, base: dict[str, Any], free: int
-    ) -> list[Job]:
-        after = self._tenant_cursor.get(params.worker_id, "")
-        tenants: list[str] = []
-        for start in (after, ""):  # from the cursor to the end, then from the start
-            found = await self._run(
-                conn, "claim_tenants", {**base, "after": start, "most": free - len(tenants)}
-            )
-            tenants += [r[0] for r in found if r[0] not in tenants]
-            if len(tenants) >= free or not start:
-                break
-        if not tenants:
-            return []
-        self._tenant_cursor[params.worker_id] = tenants[-1] if len(tenants) >= free else ""
-        jobs: list[Job] = []
-        for tenant, share in zip(tenants, shares(free, tenants), strict=True):
-            args = {**base, "tenant": tenant, "share": share}
-            jobs += _jobs(await self._run(conn, "claim_tenant_share", args))
-        return jobs
-
-    async def _claim_limited(
-        self,
-        conn: aiosqlite.Connection,
-        params: ClaimParams,
-        limits: ClaimLimits,
-        base: dict[str, Any],
-    ) -> list[Job]:
-        kinds, queues = limits.kinds, limits.queues
-        windows = dump_json({k: r.per_s for k, r in limits.rate_by_kind.items()})
-        names = {"kinds": dump_json(kinds), "queues": dump_json(queues)}
-        by_kind: dict[str, int] = {}
-        by_queue: dict[str, int] = {}
-        for kind, queue, count in await self._run(conn, "running_counts", names):
-            by_kind[kind] = by_kind.get(kind, 0) + count
-            by_queue[queue] = by_queue.get(queue, 0) + count
-        starts: dict[str, int] = {}
-        if limits.rate_by_kind:
-            await self._run(conn, "prune_starts", {"windows": windows, "now": base["now"]})
-            recent = await self._run(
-                conn, "recent_starts", {"windows": windows, "now": base["now"]}
-            )
-            starts = {k: n for k, n in recent}
-        kind_room, queue_room = room_under_limits(limits, by_kind, by_queue, starts)
-        full_kinds = [k for k, room in kind_room.items() if room <= 0]
-        full_queues = [q for q, room in queue_room.items() if room <= 0]
-        if len(full_kinds) == len(kinds) and len(full_queues) == len(queues):
-            return []
-        candidates = await self._run(
-            conn,
-            "limited_candidates",
-            {
-                "now": base["now"],
-                "queues": base["queues"],
-                "limited_kinds": names["kinds"],
-                "limited_queues": names["queues"],
-                "full_kinds": dump_json(full_kinds),
-                "full_queues": dump_json(full_queues),
-                "limit": params.limit * 4,
-            },
-        )
-        ids = pick_within_limits(
-            [(r[0], r[1], r[2]) for r in candidates], params.limit, kind_room, queue_room
-        )
-        if not ids:
-            return []
-        args = {"worker_id": params.worker_id, "now": base["now"], "ids": dump_json(ids)}
-        jobs = _jobs(await self._run(conn, "claim_ids", args))
-        rated = [j.kind for j in jobs if j.kind in limits.rate_by_kind]
-        if rated:
-            await self._run(conn, "record_starts", {"kinds": dump_json(rated), "now": base["now"]})
-        return jobs
+            return _jobs(await self._write("claim_batch_one_queue", args))
+        args["queues"] = dump_json(list(params.queues))
+        return _jobs(await self._write("claim_batch_by_queue", args))
 
     async def complete_many(self, completions: Sequence[Completion]) -> list[int]:
         if not completions:

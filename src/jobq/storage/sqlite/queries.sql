@@ -69,9 +69,9 @@ WHERE id IN (SELECT value FROM json_each(:ids))
 RETURNING id, status
 
 -- name: insert_dependencies
--- :pairs is [[parent_id, job_id], ...].
+-- :parents and :jobs are arrays of the same length: each pair is one dependency.
 INSERT OR IGNORE INTO jobq_job_dependencies (parent_id, job_id)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs)
+SELECT p.value, j.value FROM json_each(:parents) AS p JOIN json_each(:jobs) AS j ON j.key = p.key
 
 -- name: cancel_born_orphaned
 UPDATE jobq_jobs
@@ -105,21 +105,33 @@ WITH RECURSIVE t(tenant) AS (
 )
 SELECT tenant FROM t WHERE tenant IS NOT NULL LIMIT :most
 
--- name: claim_tenant_share
--- Fair claiming, step 2 (once per tenant, inside one write transaction).
+-- name: claim_fair
+-- Fair claiming, step 2: up to its share of jobs from each of these tenants (:tenants and
+-- :shares are arrays of the same length), each tenant's in priority order. Each tenant's
+-- candidates are read down its index only as far as the largest share (:most_share).
+WITH share(tenant, share) AS (
+    SELECT t.value, s.value FROM json_each(:tenants) AS t
+    JOIN json_each(:shares) AS s ON s.key = t.key
+),
+ranked AS (
+    SELECT j.id, sh.share,
+           ROW_NUMBER() OVER (PARTITION BY j.tenant ORDER BY j.priority DESC, j.run_at, j.id)
+               AS n
+    FROM share AS sh
+    JOIN jobq_jobs AS j ON j.id IN (
+        SELECT c.id FROM jobq_jobs AS c INDEXED BY jobq_jobs_claim_by_tenant
+        WHERE c.status IN ('queued', 'retrying') AND c.tenant IS NOT NULL
+          AND c.tenant = sh.tenant AND c.run_at <= :now
+          AND (:queues IS NULL OR c.queue IN (SELECT value FROM json_each(:queues)))
+          AND c.kind NOT IN (SELECT value FROM json_each(:skip_kinds))
+          AND c.queue NOT IN (SELECT value FROM json_each(:skip_queues))
+        ORDER BY c.priority DESC, c.run_at, c.id
+        LIMIT :most_share)
+)
 UPDATE jobq_jobs
 SET status = 'running', attempt = attempt + 1, locked_by = :worker_id,
     heartbeat_at = :now, started_at = :now, updated_at = :now
-WHERE id IN (
-    SELECT id FROM jobq_jobs INDEXED BY jobq_jobs_claim_by_tenant
-    WHERE status IN ('queued', 'retrying') AND tenant IS NOT NULL AND tenant = :tenant
-      AND run_at <= :now
-      AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
-      AND kind NOT IN (SELECT value FROM json_each(:skip_kinds))
-      AND queue NOT IN (SELECT value FROM json_each(:skip_queues))
-    ORDER BY priority DESC, run_at, id
-    LIMIT :share
-)
+WHERE id IN (SELECT id FROM ranked WHERE n <= share)
 RETURNING *
 
 -- name: claim_filtered
@@ -147,16 +159,18 @@ WHERE status = 'running'
 GROUP BY kind, queue
 
 -- name: recent_starts
--- :windows is {"kind": seconds, ...}.
 SELECT s.kind, count(*) FROM jobq_rate_starts AS s
-JOIN json_each(:windows) AS w ON w.key = s.kind
+JOIN json_each(:kinds) AS k ON k.value = s.kind
+JOIN json_each(:windows) AS w ON w.key = k.key
 WHERE s.started_at > :now - w.value
 GROUP BY s.kind
 
 -- name: prune_starts
+-- :kinds and :windows are arrays of the same length: each kind's window in seconds.
 DELETE FROM jobq_rate_starts
 WHERE started_at <= :now - COALESCE(
-    (SELECT w.value FROM json_each(:windows) AS w WHERE w.key = jobq_rate_starts.kind), 0)
+    (SELECT w.value FROM json_each(:kinds) AS k JOIN json_each(:windows) AS w ON w.key = k.key
+     WHERE k.value = jobq_rate_starts.kind), 0)
 
 -- name: limited_candidates
 SELECT id, kind, queue FROM jobq_jobs INDEXED BY jobq_jobs_claim_any_queue
@@ -413,3 +427,23 @@ DELETE FROM jobq_jobs WHERE id IN (
     LIMIT :batch
 )
 RETURNING id
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS jobq_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_at REAL NOT NULL)
+
+-- name: migrations_table_exists
+SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobq_migrations'
+
+-- name: applied_migrations
+SELECT version, checksum FROM jobq_migrations
+
+-- name: record_migration
+INSERT INTO jobq_migrations (version, name, checksum, applied_at)
+VALUES (:version, :name, :checksum, :now)
+
+-- name: forget_migration
+DELETE FROM jobq_migrations WHERE version = :version
