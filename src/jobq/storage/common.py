@@ -198,14 +198,6 @@ def queued_job(
     )  # fmt: skip
 
 
-
-
-
-
-
-
-
-
 class LocalBus:
     """Delivers notifications to listeners in this process: the fast path when the producer
     and the worker share a process, and the only push a SQLite database has."""
