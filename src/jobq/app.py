@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
+import orjson
+
 from .config import Settings
 from .errors import ConfigurationError, InvalidJobError, JobNotFoundError
+from .maintenance import Maintenance, holder_id
 from .model import Job, JobError, JobStatus, WorkerInfo
 from .observability.metrics import Metrics
 from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
@@ -21,12 +25,14 @@ from .storage.base import (
     CancelResult,
     ClaimLimits,
     Driver,
+    Enqueued,
     ListParams,
     NewJob,
     QueueStat,
     RateLimit,
 )
 from .storage.common import refuse_unstorable_job
+from .storage.sqlfiles import load_migrations
 from .task import (
     AsyncTaskFunction,
     DeferOptions,
@@ -41,6 +47,28 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def job_fingerprint(job: NewJob) -> str:
+    """Digest of what a keyed request asks for, to tell a replay of its idempotency key
+    from a reuse of the key for another job. Its time (run_at, a delay) is left out: a
+    retried call computes it anew."""
+    asked = {
+        "kind": job.kind,
+        "payload": job.payload,
+        "queue": job.queue,
+        "priority": job.priority,
+        "max_attempts": job.max_attempts,
+        "tenant": job.tenant,
+        "unique_key": job.unique_key,
+        "unique_states": sorted(str(s) for s in job.unique_states),
+        "depends_on": list(job.depends_on),
+    }
+    try:
+        encoded = orjson.dumps(asked, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        raise InvalidJobError(f"payload is not JSON-serializable: {exc}") from exc
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def _found(job_id: int, job: Job | None) -> Job:
@@ -93,8 +121,38 @@ class JobQueue:
                     self._driver = connect(self.settings.database_url, self.settings)
         return self._driver
 
+    def use_database(self, database_url: str) -> None:
+        """Point this JobQueue at another database, before it has opened any connection
+        (the CLI's ``--database-url`` over an app's own)."""
+        if self._driver is not None:
+            raise ConfigurationError("already connected to its database; cannot switch it")
+        base = self.settings.model_copy(update={"database_url": database_url})
+        Settings.model_validate(base.model_dump())  # same checks as the environment gets
+        self.settings = base
+
+    async def open(self) -> None:
+        """Open the connections now rather than on first use (``async with`` does this)."""
+        await self.driver.open()
+
     async def migrate(self) -> list[int]:
+        """Apply the pending migrations; the versions applied."""
         return await self.driver.migrate()
+
+    async def rollback(self, steps: int = 1) -> list[int]:
+        """Undo the newest ``steps`` migrations; the versions undone."""
+        return await self.driver.rollback(steps)
+
+    async def applied_migrations(self) -> list[int]:
+        return await self.driver.applied_migrations()
+
+    async def schema_versions(self) -> tuple[int, int]:
+        """The database's schema version and the newest this jobq knows (0: none applied)."""
+        applied = await self.applied_migrations()
+        return max(applied, default=0), len(load_migrations(self.driver.dialect))
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailableError unless the database answers."""
+        await self.driver.ping()
 
     async def close(self) -> None:
         if self._driver is not None:
@@ -330,7 +388,7 @@ class JobQueue:
         under ``kind`` (queue, priority, attempts, timeout), else from the settings."""
         task = self.tasks.get(kind)
         defaults = task.defaults if task else DeferOptions()
-        return NewJob(
+        job = NewJob(
             kind=kind,
             payload=payload if payload is not None else {},
             queue=defaults.queue if queue is None else queue,
@@ -351,6 +409,25 @@ class JobQueue:
             request_id=request_id,
             request_fingerprint=request_fingerprint,
         )
+        if idempotency_key is not None and request_fingerprint is None:
+            job = replace(job, request_fingerprint=job_fingerprint(job))
+        return job
+
+    async def submit(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
+        """Enqueue jobs and say what became of each, in request order: ``created``, or no
+        new job because its idempotency key was ``replayed`` (the same job asked again) or
+        ``key_reused`` (the key names a different job), or its ``unique_key_held`` by an
+        active job. ``Enqueued.job`` is the job that answers the request either way."""
+        return await self.driver.enqueue(jobs, connection=connection)
+
+    def submit_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
+        """``submit`` for synchronous code (see ``enqueue_many_sync``)."""
+        return self.driver.enqueue_sync(jobs, connection=connection)
+
+    async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
+        """The ids ``enqueue_many`` would return the jobs of, without building each Job of
+        a batch without keys or parents (the fastest way to load many jobs)."""
+        return await self.driver.enqueue_many_ids(jobs)
 
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """Enqueue many jobs in one round trip (build them with ``task.job(...)``)."""
@@ -392,7 +469,16 @@ class JobQueue:
 
     # ------------------------------------------------------------------ managing
     async def get(self, job_id: int) -> Job:
+        """The job; JobNotFoundError when there is none (see ``find``)."""
         return _found(job_id, await self.driver.get(job_id))
+
+    async def find(self, job_id: int) -> Job | None:
+        """The job, or None when there is none."""
+        return await self.driver.get(job_id)
+
+    async def find_by_idempotency_key(self, key: str) -> Job | None:
+        """The job enqueued with this idempotency key, while the key is kept."""
+        return await self.driver.get_by_idempotency_key(key)
 
     def get_sync(self, job_id: int) -> Job:
         """``get`` for synchronous code (see ``enqueue_many_sync``)."""
@@ -429,10 +515,20 @@ class JobQueue:
     async def stats(self) -> list[QueueStat]:
         return await self.driver.stats()
 
+    async def queue_depth(self, queue: str, at_most: int) -> int:
+        """Jobs waiting in ``queue``, counted up to ``at_most`` (bounded cost)."""
+        return await self.driver.queue_depth(queue, at_most)
+
     async def workers(self) -> list[WorkerInfo]:
         return await self.driver.workers()
 
     # ------------------------------------------------------------------ working
+    def maintenance(self, holder: str | None = None) -> Maintenance:
+        """This process's part in the queue's housekeeping (rescue, retention, idempotency
+        keys' expiry, VACUUM, statistics), done by whichever process holds the lease. Every
+        worker runs one; ``jobq api`` runs one too."""
+        return Maintenance(self.driver, self.settings, holder or holder_id("api-"))
+
     def worker(
         self,
         *,
@@ -473,15 +569,22 @@ class JobQueue:
         status: JobStatus | Sequence[JobStatus] | None = None,
         kind: str | None = None,
         queue: str | None = None,
+        tenant: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         before_id: int | None = None,
         limit: int = 100,
     ) -> list[Job]:
+        """Jobs, newest first; ``before_id`` pages (pass the last id of the page before)."""
         statuses = [status] if isinstance(status, JobStatus | str) else status
         return await self.driver.list_jobs(
             ListParams(
                 statuses=[JobStatus(s) for s in statuses] if statuses else None,
                 kind=kind,
                 queue=queue,
+                tenant=tenant,
+                created_after=created_after,
+                created_before=created_before,
                 before_id=before_id,
                 limit=limit,
             )

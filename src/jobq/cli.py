@@ -19,7 +19,7 @@ import typer
 
 from .app import JobQueue
 from .config import Settings
-from .errors import JobqError
+from .errors import ConfigurationError, JobqError
 from .observability.logging import configure_logging
 from .observability.metrics import Metrics
 from .process import settle_heap
@@ -112,9 +112,10 @@ def load_app(spec: str | None, settings: Settings, database_url: str | None = No
         raise CliError(f"{spec!r} is not a JobQueue")
     jobq = found
     if database_url is not None and database_url != jobq.settings.database_url:
-        if jobq._driver is not None:
-            raise CliError(f"{spec!r} already opened its database; cannot switch it")
-        jobq.settings = jobq.settings.model_copy(update={"database_url": database_url})
+        try:
+            jobq.use_database(database_url)
+        except ConfigurationError as exc:
+            raise CliError(f"{spec!r}: {exc}") from exc
     return jobq
 
 
@@ -143,16 +144,15 @@ def migrate(
     async def work() -> None:
         jobq = JobQueue(settings=settings)
         try:
-            driver = jobq.driver
             if rollback:
-                undone = await driver.rollback(steps or 1)
+                undone = await jobq.rollback(steps or 1)
                 typer.echo(f"rolled back: {_versions(undone)}")
                 return
             if refresh:
-                applied_before = await driver.applied_migrations()
-                undone = await driver.rollback(len(applied_before)) if applied_before else []
+                applied_before = await jobq.applied_migrations()
+                undone = await jobq.rollback(len(applied_before)) if applied_before else []
                 typer.echo(f"rolled back: {_versions(undone)}")
-            done = await driver.migrate()
+            done = await jobq.migrate()
             typer.echo(f"applied: {_versions(done)}")
         finally:
             await jobq.close()

@@ -162,3 +162,8 @@ class Settings(BaseSettings):
     def queue_list(self) -> list[str] | None:
         names = [q.strip() for q in self.queues.split(",") if q.strip()]
         return names or None
+
+    @property
+    def cancel_poll_s(self) -> float:
+        """How often a worker's heartbeat loop ticks, looking for cancel requests."""
+        return min(0.5, self.heartbeat_s)

@@ -11,11 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobq import JobQueue, JobStatus
+from jobq import JobQueue, JobStatus, maintenance
 from jobq.storage import connect
 from jobq.storage.base import ClaimParams, Completion, Driver, Failure, NewJob
 from jobq.storage.sqlfiles import load_queries
-from jobq.worker import runtime
 
 from ..waiting import eventually
 from ..worker.processes import sql
@@ -36,8 +35,8 @@ async def test_one_round_of_retention_deletes_every_expired_job(db_url: str) -> 
     try:
         await finish_all(jq.driver, 12_000)
         worker = jq.worker(concurrency=1)
-        worker.is_leader = True
-        await worker._purge_expired()
+        worker.maintenance.is_leader = True
+        await worker.maintenance.purge_expired()
         assert await jq.stats() == []
     finally:
         await jq.close()
@@ -46,8 +45,8 @@ async def test_one_round_of_retention_deletes_every_expired_job(db_url: str) -> 
 async def test_a_round_of_retention_gives_every_status_its_turn(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime, "PURGE_BATCH", 10)
-    monkeypatch.setattr(runtime, "PURGE_BATCHES_PER_STATUS", 3)
+    monkeypatch.setattr(maintenance, "PURGE_BATCH", 10)
+    monkeypatch.setattr(maintenance, "PURGE_BATCHES_PER_STATUS", 3)
     settings = fast_settings(db_url, retention=timedelta(0), failed_retention=timedelta(0))
     jq = JobQueue(settings=settings)
     try:
@@ -56,10 +55,10 @@ async def test_a_round_of_retention_gives_every_status_its_turn(
         await jq.driver.fail_many([Failure(doomed.id, claimed.attempt, "boom", None, None)])
         await finish_all(jq.driver, 100)
         worker = jq.worker(concurrency=1)
-        worker.is_leader = True
+        worker.maintenance.is_leader = True
         # Succeeded jobs beyond a round's share: the round stops short of them, says so (the
         # next round comes at once), and still gets to the failed job.
-        assert await worker._purge_expired() == (31, True)
+        assert await worker.maintenance.purge_expired() == (31, True)
         assert [(s.status, s.count) for s in await jq.stats()] == [(JobStatus.SUCCEEDED, 70)]
     finally:
         await jq.close()
@@ -219,4 +218,27 @@ async def test_the_leading_worker_vacuums_the_jobs_table(pg_url: str) -> None:
         worker.stop()
         await asyncio.wait_for(running, 30)
     finally:
+        await jq.close()
+
+
+async def test_the_maintenance_leader_expires_idempotency_keys(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any process may lead (a worker, or an API without workers): expiry runs wherever the
+    # lease is held, never in every API process on its own.
+    monkeypatch.setattr(maintenance, "IDEMPOTENCY_SWEEP_EVERY_S", 0.01)
+    jq = JobQueue(settings=fast_settings(db_url, idempotency_ttl_s=0.001))
+    keeper = jq.maintenance()
+    try:
+        (job,) = await jq.enqueue_many([jq.new_job("k", idempotency_key="once")])
+        await keeper.round()
+        assert keeper.is_leader
+
+        async def key_forgotten() -> bool:
+            return await jq.find_by_idempotency_key("once") is None
+
+        await eventually(key_forgotten, what="the expired key cleared")
+        assert (await jq.get(job.id)).idempotency_key is None  # the job itself stays
+    finally:
+        await keeper.stop()
         await jq.close()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import structlog
 from fastapi import FastAPI
 
 from ..app import JobQueue
@@ -21,9 +20,6 @@ from .routes_jobs import router as jobs_router
 from .routes_ops import router as ops_router
 from .state import ApiState
 
-log = structlog.get_logger("jobq.api")
-SWEEP_EVERY_S = 60.0
-
 
 def create_app(
     jobq: JobQueue, *, metrics: Metrics | None = None, worker: Worker | None = None
@@ -35,8 +31,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await jobq.driver.open()
-        sweeper = asyncio.create_task(_sweep_idempotency_keys(jobq), name="jobq-idem-sweeper")
+        await jobq.open()
+        # With a worker, its maintenance is this process's; without, the API takes part in
+        # the housekeeping election itself.
+        housekeeping = (
+            None
+            if worker
+            else asyncio.create_task(jobq.maintenance().run(), name="jobq-maintenance")
+        )
         worker_run = asyncio.create_task(worker.run(), name="jobq-worker") if worker else None
         try:
             yield
@@ -44,9 +46,10 @@ def create_app(
             if worker is not None and worker_run is not None:
                 worker.stop()
                 await worker_run
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            if housekeeping is not None:
+                housekeeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await housekeeping
             await app.state.jobq_api.batcher.close()
             await jobq.close()
 
@@ -69,11 +72,11 @@ def create_app(
             else None
         ),
         depth_gate=(
-            DepthGate(settings.max_queue_depth, jobq.driver.queue_depth)
+            DepthGate(settings.max_queue_depth, jobq.queue_depth)
             if settings.max_queue_depth > 0
             else None
         ),
-        batcher=EnqueueBatcher(jobq.driver),
+        batcher=EnqueueBatcher(jobq.submit),
     )
     install_problem_handlers(app)
     app.include_router(jobs_router)
@@ -102,15 +105,3 @@ def _register_problem_schema(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-async def _sweep_idempotency_keys(jobq: JobQueue) -> None:
-    """Expired keys free themselves up; every API process sweeps (the UPDATE is idempotent)."""
-    while True:
-        await asyncio.sleep(SWEEP_EVERY_S)
-        try:
-            cleared = await jobq.driver.forget_idempotency_keys(jobq.settings.idempotency_ttl_s)
-            if cleared:
-                log.info("expired idempotency keys cleared", count=cleared)
-        except Exception as exc:  # an outage: try again next round
-            log.warning("idempotency sweep failed", error=str(exc))

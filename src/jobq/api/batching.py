@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 
-from ..model import Job
-from ..storage.base import Driver, NewJob
+from ..storage.base import Enqueued, NewJob
+
+Submit = Callable[[Sequence[NewJob]], Awaitable[list[Enqueued]]]
 
 
 class EnqueueBatcher:
-    def __init__(self, driver: Driver, max_batch: int = 500) -> None:
-        self._driver = driver
+    def __init__(self, submit: Submit, max_batch: int = 500) -> None:
+        self._submit = submit
         self._max_batch = max_batch
-        self._pending: list[tuple[NewJob, asyncio.Future[Job]]] = []
+        self._pending: list[tuple[NewJob, asyncio.Future[Enqueued]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def enqueue(self, job: NewJob) -> Job:
+    async def enqueue(self, job: NewJob) -> Enqueued:
         """Insert ``job`` (already validated: one bad job would fail its whole batch)."""
-        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Enqueued] = asyncio.get_running_loop().create_future()
         self._pending.append((job, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="jobq-enqueue-batcher")
@@ -36,7 +38,7 @@ class EnqueueBatcher:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
-                jobs = await self._driver.enqueue_many([job for job, _ in batch])
+                answers = await self._submit([job for job, _ in batch])
             except asyncio.CancelledError:
                 for _, future in batch + self._pending:
                     future.cancel()  # shutting down: no waiter is left hanging
@@ -47,9 +49,9 @@ class EnqueueBatcher:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), job in zip(batch, jobs, strict=True):
+            for (_, future), answer in zip(batch, answers, strict=True):
                 if not future.done():  # its request may have gone away meanwhile
-                    future.set_result(job)
+                    future.set_result(answer)
 
     async def close(self) -> None:
         if self._flusher is not None:

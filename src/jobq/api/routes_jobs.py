@@ -13,7 +13,7 @@ from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from ..errors import InvalidJobError, TenantQuotaExceeded
 from ..model import Job, JobStatus
-from ..storage.base import CancelOutcome, ListParams, NewJob
+from ..storage.base import CancelOutcome, EnqueueOutcome, ListParams, NewJob
 from ..storage.common import refuse_nul, validate_new_job, within_run_at_range
 from .problems import ProblemError, problem_responses
 from .schemas import (
@@ -199,7 +199,7 @@ async def create_job(
     key = idempotency_key_of(request) or body.idempotency_key
     new_job = to_new_job(body, state, key=key, request_id=request_id_of(request))
     if key is not None:
-        existing = await state.jobq.driver.get_by_idempotency_key(key)
+        existing = await state.jobq.find_by_idempotency_key(key)
         if existing is not None:
             return replay_or_conflict(existing, body, response, state)
     await ensure_room(state, {new_job.queue: 1})
@@ -207,13 +207,14 @@ async def create_job(
     if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
         # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
         # not share a batch with other requests' jobs.
-        (job,) = await state.jobq.driver.enqueue_many([new_job])
+        (answer,) = await state.jobq.submit([new_job])
     else:
-        job = await state.batcher.enqueue(new_job)
-    if key is not None and job.request_id != new_job.request_id and job.idempotency_key == key:
+        answer = await state.batcher.enqueue(new_job)
+    job = answer.job
+    if answer.outcome in (EnqueueOutcome.REPLAYED, EnqueueOutcome.KEY_REUSED):
         # Another request with this key won the race between our check and our insert.
         return replay_or_conflict(job, body, response, state)
-    if new_job.unique_key is not None and job.request_id != new_job.request_id:
+    if answer.outcome is EnqueueOutcome.UNIQUE_KEY_HELD:
         # An active job holds the unique key: that job is the answer, nothing was created.
         return job_response(job, 200, {**response.headers, "Unique-Key-Held": "true"})
     if state.depth_gate is not None:
@@ -323,27 +324,21 @@ async def insert_items(
     a job, so neither counts as one."""
     jobs = [job for _, job in items]
     if not any(job.idempotency_key or job.unique_key for job in jobs):
-        made = await state.jobq.driver.enqueue_many_ids(jobs)
+        made = await state.jobq.enqueue_many_ids(jobs)
         return made, len(made)
     ids: list[int] = []
     created = 0
-    seen: set[int] = set()
-    for (index, asked), job in zip(items, await state.jobq.driver.enqueue_many(jobs), strict=True):
-        # Created by this item: made by this request, and not already another item's answer.
-        new = job.request_id == asked.request_id and job.id not in seen
-        seen.add(job.id)
-        if new:
+    for (index, asked), answer in zip(items, await state.jobq.submit(jobs), strict=True):
+        job = answer.job
+        if answer.created:
             created += 1
             ids.append(job.id)
             continue
         counts[asked.queue] -= 1
-        same_key = (
-            asked.idempotency_key is not None and job.idempotency_key == asked.idempotency_key
-        )
-        if same_key and job.request_fingerprint != asked.request_fingerprint:
+        if answer.outcome is EnqueueOutcome.KEY_REUSED:
             errors.append(BulkItemError(index=index, error=key_reused(job)))
             continue
-        if same_key:
+        if answer.outcome is EnqueueOutcome.REPLAYED:
             state.metrics.idempotent_replays.inc()
         ids.append(job.id)
     return ids, created
@@ -391,7 +386,7 @@ async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
 
 
 async def job_or_404(state: ApiState, job_id: int) -> Job:
-    job = await state.jobq.driver.get(job_id)
+    job = await state.jobq.find(job_id)
     if job is None:
         raise ProblemError(404, "Not found", f"no job with id {job_id}")
     return job
@@ -418,7 +413,7 @@ async def get_job(job_id: JobId, state: State) -> JobOut:
 )
 async def get_job_errors(job_id: JobId, state: State) -> list[AttemptError]:
     await job_or_404(state, job_id)
-    return [AttemptError.of(e) for e in await state.jobq.driver.job_errors(job_id)]
+    return [AttemptError.of(e) for e in await state.jobq.errors(job_id)]
 
 
 def parse_cursor(cursor: str | None) -> int | None:
@@ -430,8 +425,15 @@ def parse_cursor(cursor: str | None) -> int | None:
 
 async def page_of(state: ApiState, params: ListParams) -> JobPage:
     # One extra row tells whether another page follows.
-    rows = await state.jobq.driver.list_jobs(
-        ListParams(**{**_as_dict(params), "limit": params.limit + 1})
+    rows = await state.jobq.list(
+        status=params.statuses,
+        kind=params.kind,
+        queue=params.queue,
+        tenant=params.tenant,
+        created_after=params.created_after,
+        created_before=params.created_before,
+        before_id=params.before_id,
+        limit=params.limit + 1,
     )
     more = len(rows) > params.limit
     rows = rows[: params.limit]
@@ -439,10 +441,6 @@ async def page_of(state: ApiState, params: ListParams) -> JobPage:
         items=[JobOut.of(j) for j in rows],
         next_cursor=str(rows[-1].id) if more and rows else None,
     )
-
-
-def _as_dict(params: ListParams) -> dict[str, Any]:
-    return {name: getattr(params, name) for name in params.__dataclass_fields__}
 
 
 @router.get(
@@ -490,7 +488,7 @@ async def list_jobs(
     "finished. 404: no such job.",
 )
 async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelOut:
-    result = await state.jobq.driver.cancel(job_id)
+    result = await state.jobq.cancel(job_id)
     if result.outcome is CancelOutcome.NOT_FOUND or result.job is None:
         raise ProblemError(404, "Not found", f"no job with id {job_id}")
     if result.outcome is CancelOutcome.TERMINAL:
@@ -511,7 +509,7 @@ async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelO
 )
 async def retry_job(job_id: JobId, state: State) -> JobOut:
     job = await job_or_404(state, job_id)
-    if not await state.jobq.driver.requeue([job_id]):
+    if not await state.jobq.requeue([job_id]):
         raise ProblemError(
             409, "Not retryable", f"job {job_id} is {job.status}; only failed or cancelled jobs"
         )

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Response
 from ..errors import DatabaseUnavailableError
 from ..model import JobStatus
 from ..storage.base import ListParams
-from ..storage.sqlfiles import load_migrations
 from .problems import problem_responses
 from .routes_jobs import page_of, parse_cursor
 from .schemas import (
@@ -67,13 +66,11 @@ async def requeue_dead_letters(body: RequeueIn, state: State) -> RequeueOut:
     if isinstance(body, RequeueByIds):
         ids = body.ids
     else:
-        failed = await state.jobq.driver.list_jobs(
-            ListParams(
-                statuses=[JobStatus.FAILED], kind=body.kind, queue=body.queue, limit=body.limit
-            )
+        failed = await state.jobq.list(
+            status=JobStatus.FAILED, kind=body.kind, queue=body.queue, limit=body.limit
         )
         ids = [j.id for j in failed]
-    requeued = await state.jobq.driver.requeue(ids) if ids else []
+    requeued = await state.jobq.requeue(ids) if ids else []
     return RequeueOut(requeued=requeued)
 
 
@@ -85,7 +82,7 @@ async def requeue_dead_letters(body: RequeueIn, state: State) -> RequeueOut:
     summary="Jobs by queue and status, and how long the oldest due job has waited",
 )
 async def list_queues(state: State) -> list[QueueOut]:
-    return QueueOut.group(await state.jobq.driver.stats(), datetime.now(UTC))
+    return QueueOut.group(await state.jobq.stats(), datetime.now(UTC))
 
 
 @router.get(
@@ -96,7 +93,7 @@ async def list_queues(state: State) -> list[QueueOut]:
     summary="Registered workers and their last heartbeat",
 )
 async def list_workers(state: State) -> list[WorkerOut]:
-    return [WorkerOut.of(w) for w in await state.jobq.driver.workers()]
+    return [WorkerOut.of(w) for w in await state.jobq.workers()]
 
 
 @router.get(
@@ -107,7 +104,7 @@ async def list_workers(state: State) -> list[WorkerOut]:
     summary="Liveness, with a database ping",
 )
 async def health(state: State) -> HealthOut:
-    await state.jobq.driver.ping()
+    await state.jobq.ping()
     return HealthOut(status="ok", database="ok")
 
 
@@ -119,12 +116,10 @@ async def health(state: State) -> HealthOut:
     summary="Ready to serve: the database answers and its schema is up to date",
 )
 async def ready(state: State) -> HealthOut:
-    driver = state.jobq.driver
-    applied = await driver.applied_migrations()
-    newest = len(load_migrations(driver.dialect))
-    if not applied or max(applied) < newest:
+    applied, newest = await state.jobq.schema_versions()
+    if applied < newest:
         raise DatabaseUnavailableError(
-            f"schema at version {max(applied, default=0)}, expected {newest}: run jobq migrate"
+            f"schema at version {applied}, expected {newest}: run jobq migrate"
         )
     return HealthOut(status="ready", database="ok")
 
@@ -138,7 +133,7 @@ async def ready(state: State) -> HealthOut:
 )
 async def metrics(state: State) -> Response:
     try:
-        stats = await state.jobq.driver.stats()
+        stats = await state.jobq.stats()
     except DatabaseUnavailableError:
         stats = []  # still expose the process's own metrics during an outage
     state.metrics.queue_jobs.clear()

@@ -219,6 +219,15 @@ class Driver(Protocol):
     async def applied_migrations(self) -> list[int]: ...
 
     # --- producing ---
+    async def enqueue(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
+        """Insert jobs; each request's answer in request order: the job, and whether it was
+        created, or which key named an existing one (see EnqueueOutcome)."""
+        ...
+
+    def enqueue_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
+        """``enqueue`` for synchronous code (see ``enqueue_many_sync``)."""
+        ...
+
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """Insert jobs in one round trip. A job whose idempotency key already exists is not
         inserted again: the existing job is returned in its place. With ``connection`` (the

@@ -23,7 +23,6 @@ import signal
 import socket
 import time
 import traceback
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,8 @@ from ..errors import (
     LeaseLostError,
     RetryAt,
 )
-from ..model import Job, JobStatus
+from ..maintenance import Maintenance, holder_id
+from ..model import Job
 from ..observability.metrics import Metrics
 from ..periodic import start_scheduler
 from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerRegistration
@@ -51,15 +51,6 @@ if TYPE_CHECKING:
     from ..task import Task
 
 log = structlog.get_logger("jobq.worker")
-
-# The name of the lease whose holder runs periodic maintenance (rescue, retention).
-MAINTENANCE_LEASE = "maintenance"
-# The leader's upkeep of the jobs table (retention, VACUUM) runs this often while there is
-# work for it: a busy queue finishes tens of thousands of jobs a second, and every one of them
-# leaves dead row versions that each claim walks past until they are cleaned up.
-HOUSEKEEPING_EVERY_S = 1.0
-PURGE_BATCH = 2000  # jobs deleted per statement: short locks, few round trips
-PURGE_BATCHES_PER_STATUS = 50  # a round's most for one status, so that each gets its turn
 
 
 class Worker:
@@ -85,7 +76,7 @@ class Worker:
         self.concurrency = concurrency
         self._claim_size = (concurrency + 1) // 2
         self.burst = burst
-        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.id = worker_id or holder_id("")
         self.rng = rng or random.Random()
         self.log = log.bind(worker_id=self.id)
         self.metrics = metrics or Metrics()
@@ -109,12 +100,9 @@ class Worker:
         )
         self._listener: Listener | None = None
         self.processed = 0  # jobs finished (any outcome) by this worker
-        self.is_leader = False
-        self._statistics: asyncio.Task[None] | None = None  # the leader's statistics refresh
-        self._housekeeping: asyncio.Task[None] | None = None  # the leader's retention, VACUUM
-        # VACUUM and ANALYZE take the same table lock, and each skips the table when the other
-        # holds it: this process runs one at a time, so that neither is skipped for the other.
-        self._table_upkeep = asyncio.Lock()
+        self.maintenance = Maintenance(
+            self.driver, self.settings, self.id, log=self.log, on_rescued=self._wake.set
+        )
 
     # ------------------------------------------------------------------ control
     def stop(self, *, graceful: bool = True) -> None:
@@ -161,11 +149,11 @@ class Worker:
         self.log.info("worker started", queues=self.queues or "all", concurrency=self.concurrency)
         # Jobs left running by workers that died while nothing was watching (seed 000's
         # startup sweep).
-        await self._rescue()
+        await self.maintenance.rescue()
         # Before the first claim: a backlog loaded since the last ANALYZE would otherwise be
         # claimed with a plan made for a small table (measured on a 1,000,000-job backlog:
         # 650-2,600 jobs/s for the first ~35 s, against 12,000-16,000 with the refresh).
-        await self._refresh_statistics()
+        await self.maintenance.refresh_statistics()
         self._listener = await self.driver.listen(self._on_notification, self.queues)
         self._completer.start()
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="jobq-heartbeat")
@@ -178,11 +166,7 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            for duty in (self._statistics, self._housekeeping):
-                if duty is not None:
-                    duty.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await duty
+            await self.maintenance.stop()  # hands the lease over at once
             if scheduler is not None:
                 scheduler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -190,8 +174,6 @@ class Worker:
             await self._completer.close()
             await self._listener.close()
             with contextlib.suppress(Exception):
-                if self.is_leader:  # let another worker take over without waiting the lease
-                    await self.driver.give_up_leadership(MAINTENANCE_LEASE, self.id)
                 await self.driver.unregister_worker(self.id)
             self.log.info("worker stopped", processed=self.processed)
 
@@ -431,8 +413,8 @@ class Worker:
     # ------------------------------------------------------------------ background duties
     async def _heartbeat_loop(self) -> None:
         beat_every = self.settings.heartbeat_s
-        cancel_every = self._cancel_poll_every_s
-        rescue_every = self._maintenance_every_s
+        cancel_every = self.settings.cancel_poll_s
+        rescue_every = self.maintenance.every_s
         loop = asyncio.get_running_loop()
         next_beat = next_rescue = loop.time()
         while True:
@@ -457,122 +439,9 @@ class Worker:
                         )
                 if now >= next_rescue:
                     next_rescue = now + rescue_every
-                    await self._maintain()
+                    await self.maintenance.round()
             except Exception as exc:  # outages: keep beating, the next tick retries
                 self.log.warning("heartbeat failed", error=str(exc))
-
-    async def _maintain(self) -> None:
-        """Periodic duties, run by one worker at a time: whoever holds the maintenance lease
-        (renewed every round, lost ``lease_s`` after its holder stops renewing)."""
-        leader = await self.driver.take_leadership(
-            MAINTENANCE_LEASE, self.id, self.settings.lease_s
-        )
-        if leader != self.is_leader:
-            self.log.info("maintenance leadership " + ("taken" if leader else "lost"))
-        self.is_leader = leader
-        if leader:
-            await self._rescue()
-            # In tasks of their own: a purge that catches up, a VACUUM or an ANALYZE of a
-            # large table takes seconds, and this loop must keep heartbeating meanwhile.
-            if self._housekeeping is None or self._housekeeping.done():
-                self._housekeeping = asyncio.create_task(
-                    self._keep_house(), name="jobq-housekeeping"
-                )
-            if self._statistics is None or self._statistics.done():
-                self._statistics = asyncio.create_task(
-                    self._refresh_statistics(), name="jobq-statistics"
-                )
-
-    async def _refresh_statistics(self) -> None:
-        try:
-            async with self._table_upkeep:
-                refreshed = await self.driver.refresh_statistics()
-            if refreshed:
-                self.log.info("refreshed the jobs table's planner statistics")
-        except Exception as exc:  # an optimisation: the next round tries again
-            self.log.warning("statistics refresh failed", error=str(exc))
-
-    @property
-    def _cancel_poll_every_s(self) -> float:
-        """How often the heartbeat loop ticks, looking for cancel requests."""
-        return min(0.5, self.settings.heartbeat_s)
-
-    @property
-    def _maintenance_every_s(self) -> float:
-        """How often the heartbeat loop takes the maintenance lease and rescues."""
-        return max(self.settings.lease_s / 3, self._cancel_poll_every_s)
-
-    async def _keep_house(self) -> None:
-        """While this worker leads: retention, and a VACUUM of the jobs table where nothing
-        else keeps up with it, side by side (on a busy queue the purge is hardly ever done;
-        the VACUUM must not wait for it)."""
-        await asyncio.gather(self._retention_rounds(), self._vacuum_rounds())
-
-    async def _retention_rounds(self) -> None:
-        while self.is_leader and not self._stopping.is_set():
-            pause = self._maintenance_every_s
-            try:
-                purged, behind = await self._purge_expired()
-                # Jobs were due: more will be by the next second, so the next round comes
-                # then (or at once when this one stopped short). Nothing was: the next round
-                # at the maintenance pace, since even a purge that finds nothing reads the
-                # finished jobs it checks (SQLite walks every succeeded one).
-                pause = 0.0 if behind else HOUSEKEEPING_EVERY_S if purged else pause
-            except Exception as exc:  # an outage: the next round tries again
-                self.log.warning("retention failed", error=str(exc))
-            await self._wait_any(self._stopping, timeout=pause)
-
-    async def _vacuum_rounds(self) -> None:
-        threshold = self.settings.vacuum_dead_rows
-        while threshold and self.is_leader and not self._stopping.is_set():
-            try:
-                async with self._table_upkeep:
-                    vacuumed = await self.driver.vacuum_jobs(threshold)
-                if vacuumed:
-                    self.log.debug("vacuumed the jobs table")
-            except Exception as exc:  # an outage: the next round tries again
-                self.log.warning("vacuum failed", error=str(exc))
-            await self._wait_any(self._stopping, timeout=HOUSEKEEPING_EVERY_S)
-
-    async def _purge_expired(self) -> tuple[int, bool]:
-        """Retention: delete finished jobs past their keep-time, in batches, until none is
-        due or PURGE_BATCHES_PER_STATUS batches of a status are done. Returns how many were
-        deleted, and whether any status was left with jobs due. (Before, a round deleted at
-        most 20 batches of 500, rounds 10 s apart: 1,000 jobs a second, however fast they
-        finished.)"""
-        rules = [
-            (JobStatus.SUCCEEDED, self.settings.retention),
-            (JobStatus.CANCELLED, self.settings.retention),
-            (JobStatus.FAILED, self.settings.failed_retention),
-        ]
-        total, behind = 0, False
-        for status, keep in rules:
-            purged = 0
-            for _ in range(PURGE_BATCHES_PER_STATUS):
-                if not self.is_leader or self._stopping.is_set():
-                    break
-                deleted = await self.driver.purge_finished(
-                    status, keep.total_seconds(), PURGE_BATCH
-                )
-                purged += deleted
-                if deleted < PURGE_BATCH:
-                    break
-            else:
-                behind = True
-            if purged:
-                self.log.info("retention purged jobs", status=str(status), count=purged)
-            total += purged
-        return total, behind
-
-    async def _rescue(self) -> None:
-        try:
-            rescued = await self.driver.rescue_stale(self.settings.lease_s)
-        except Exception as exc:
-            self.log.warning("rescue failed", error=str(exc))
-            return
-        if rescued:
-            self.log.warning("rescued jobs of dead workers", job_ids=rescued)
-            self._wake.set()
 
 
 class WorkerMeters:
