@@ -4,20 +4,24 @@ from .app import JobQueue
 from .config import Settings
 from .errors import (
     ConfigurationError,
+    ContentionError,
     DatabaseUnavailableError,
     DoNotRetry,
     InvalidJobError,
+    InvalidTransitionError,
     JobCancelled,
     JobNotFoundError,
     JobqError,
+    LeaseLostError,
     MigrationError,
     RetryAt,
+    TenantQuotaExceeded,
     UnknownTaskError,
     UnsupportedFeatureError,
 )
 from .model import Job, JobError, JobStatus
 from .retry import RetryPolicy
-from .storage.base import CancelOutcome, CancelResult, NewJob
+from .storage.base import CancelOutcome, CancelResult, Enqueued, EnqueueOutcome, NewJob
 from .task import Task
 from .worker.context import JobContext
 from .worker.runtime import Worker
@@ -26,9 +30,13 @@ __all__ = [
     "CancelOutcome",
     "CancelResult",
     "ConfigurationError",
+    "ContentionError",
     "DatabaseUnavailableError",
     "DoNotRetry",
+    "EnqueueOutcome",
+    "Enqueued",
     "InvalidJobError",
+    "InvalidTransitionError",
     "Job",
     "JobCancelled",
     "JobContext",
@@ -37,12 +45,14 @@ __all__ = [
     "JobQueue",
     "JobStatus",
     "JobqError",
+    "LeaseLostError",
     "MigrationError",
     "NewJob",
     "RetryAt",
     "RetryPolicy",
     "Settings",
     "Task",
+    "TenantQuotaExceeded",
     "UnknownTaskError",
     "UnsupportedFeatureError",
     "Worker",

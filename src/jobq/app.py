@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, ca
 import orjson
 
 from .config import Settings
-from .errors import ConfigurationError, InvalidJobError, JobNotFoundError
+from .errors import (
+    ConfigurationError,
+    InvalidJobError,
+    InvalidTransitionError,
+    JobNotFoundError,
+)
 from .maintenance import Maintenance, holder_id
 from .model import Job, JobError, JobStatus, WorkerInfo
 from .observability.metrics import Metrics
@@ -510,7 +515,20 @@ class JobQueue:
         return await self.driver.cancel(job_id)
 
     async def requeue(self, job_ids: Sequence[int]) -> list[int]:
+        """Failed or cancelled jobs go back to queued, attempts reset (their history kept);
+        the ids that did (others are left as they are)."""
         return await self.driver.requeue(job_ids)
+
+    async def retry(self, job_id: int) -> Job:
+        """Run a failed or cancelled job again (attempts reset, history kept); the job as
+        it is now. JobNotFoundError, or InvalidTransitionError for a job in another status."""
+        job = await self.get(job_id)
+        if not await self.driver.requeue([job_id]):
+            current = await self.get(job_id)
+            raise InvalidTransitionError(
+                f"job {job_id} is {current.status}; only failed or cancelled jobs"
+            )
+        return await self.get(job.id)
 
     async def stats(self) -> list[QueueStat]:
         return await self.driver.stats()

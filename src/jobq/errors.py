@@ -14,7 +14,8 @@ class ConfigurationError(JobqError):
 
 
 class UnknownTaskError(JobqError):
-    """A job names a task (kind) that is not registered with this JobQueue."""
+    """A job names a task (kind) that is not registered with the JobQueue that runs it
+    (the attempt fails at once: no retry would find it)."""
 
 
 class InvalidJobError(JobqError, ValueError):
@@ -26,7 +27,8 @@ class JobNotFoundError(JobqError, LookupError):
 
 
 class InvalidTransitionError(JobqError):
-    """The job's current status does not allow the requested change."""
+    """The job's current status does not allow the requested change (e.g. retrying a job
+    that has not failed)."""
 
 
 class MigrationError(JobqError):
@@ -35,6 +37,11 @@ class MigrationError(JobqError):
 
 class DatabaseUnavailableError(JobqError):
     """The database cannot be reached right now; retry later."""
+
+
+class ContentionError(JobqError):
+    """Concurrent changes to the same jobs kept this call from completing. It changed
+    nothing, and calling it again is safe."""
 
 
 class LeaseLostError(JobqError):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
+    ContentionError,
     DatabaseUnavailableError,
     InvalidJobError,
     JobNotFoundError,
@@ -128,6 +129,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnsupportedFeatureError)
     async def _unsupported(_: Request, exc: UnsupportedFeatureError) -> JSONResponse:
         return problem_response(422, "Not supported by this database", str(exc))
+
+    @app.exception_handler(ContentionError)
+    async def _contention(_: Request, exc: ContentionError) -> JSONResponse:
+        return problem_response(409, "Conflict", f"{exc}", headers={"Retry-After": "0"})
 
     @app.exception_handler(DatabaseUnavailableError)
     async def _outage(_: Request, exc: DatabaseUnavailableError) -> JSONResponse:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
-from ..errors import InvalidJobError, TenantQuotaExceeded
+from ..errors import InvalidJobError, InvalidTransitionError, TenantQuotaExceeded
 from ..model import Job, JobStatus
 from ..storage.base import CancelOutcome, EnqueueOutcome, ListParams, NewJob
 from ..storage.common import refuse_nul, validate_new_job, within_run_at_range
@@ -508,9 +508,7 @@ async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelO
     summary="Run a failed or cancelled job again (attempts reset, history kept)",
 )
 async def retry_job(job_id: JobId, state: State) -> JobOut:
-    job = await job_or_404(state, job_id)
-    if not await state.jobq.requeue([job_id]):
-        raise ProblemError(
-            409, "Not retryable", f"job {job_id} is {job.status}; only failed or cancelled jobs"
-        )
-    return JobOut.of(await job_or_404(state, job_id))
+    try:
+        return JobOut.of(await state.jobq.retry(job_id))
+    except InvalidTransitionError as exc:
+        raise ProblemError(409, "Not retryable", str(exc)) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import DatabaseUnavailableError, InvalidJobError, TenantQuotaExceeded
+from ..errors import ContentionError, InvalidJobError, TenantQuotaExceeded
 from ..model import Job, JobStatus
 from ..storage.base import Enqueued, EnqueueOutcome, NewJob
 from ..storage.plans import Lock, Plan, Run
@@ -183,7 +183,7 @@ def match_inserted(requested: Sequence[NewJob], inserted: Inserted) -> list[Enqu
         elif asked.idempotency_key is None and asked.unique_key is None:
             job = next(plain)
         else:  # the row that held the key was gone by the time it was looked up
-            raise DatabaseUnavailableError("a conflicting job changed meanwhile; enqueue again")
+            raise ContentionError("a conflicting job changed meanwhile; enqueue again")
         result.append(Enqueued(job, _outcome(asked, job, new=job.id in new_ids - answered)))
         answered.add(job.id)
     return result

@@ -36,6 +36,7 @@ from ..errors import (
     JobCancelled,
     LeaseLostError,
     RetryAt,
+    UnknownTaskError,
 )
 from ..maintenance import Maintenance, holder_id
 from ..model import Job
@@ -289,7 +290,7 @@ class Worker:
         try:
             task = self.jobq.tasks.get(job.kind)
             if task is None:
-                raise DoNotRetry(f"no task named {job.kind!r} is registered with this worker")
+                raise UnknownTaskError(f"no task named {job.kind!r} is registered with this worker")
             timeout = job.timeout_s
             call = task.invoke(ctx, job.payload)
             result = await (asyncio.wait_for(call, timeout) if timeout else call)

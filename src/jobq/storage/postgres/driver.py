@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from ...config import Settings
 from ...errors import (
     ConfigurationError,
+    ContentionError,
     DatabaseUnavailableError,
     LeaseLostError,
     MigrationError,
@@ -896,7 +897,7 @@ class PostgresDriver(RuleOperations):
                 return CancelResult(CancelOutcome.NOT_FOUND, None)
             if job.is_terminal:
                 return CancelResult(CancelOutcome.TERMINAL, job)
-        raise DatabaseUnavailableError(f"job {job_id} kept changing status; cancel again")
+        raise ContentionError(f"job {job_id} kept changing status; cancel again")
 
     async def requeue(self, job_ids: Sequence[int]) -> list[int]:
         if not job_ids:

@@ -1,0 +1,48 @@
+"""JobQueue, the one front door: what library callers learn is what HTTP clients learn."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobq import EnqueueOutcome, InvalidTransitionError, JobNotFoundError, JobQueue
+
+
+async def test_submit_says_what_became_of_each_job(jq: JobQueue) -> None:
+    first = jq.new_job("k", {"n": 1}, idempotency_key="order-1")
+    held = jq.new_job("k", {"n": 2}, unique_key="refresh")
+    (a, b) = await jq.submit([first, held])
+    assert (a.outcome, b.outcome) == (EnqueueOutcome.CREATED, EnqueueOutcome.CREATED)
+    again = await jq.submit(
+        [
+            jq.new_job("k", {"n": 1}, idempotency_key="order-1"),  # the same job again
+            jq.new_job("k", {"n": 9}, idempotency_key="order-1"),  # another job, same key
+            jq.new_job("k", {"n": 3}, unique_key="refresh"),  # the key's holder is active
+            jq.new_job("k", {"n": 4}),
+        ]
+    )
+    assert [e.outcome for e in again] == [
+        EnqueueOutcome.REPLAYED,
+        EnqueueOutcome.KEY_REUSED,
+        EnqueueOutcome.UNIQUE_KEY_HELD,
+        EnqueueOutcome.CREATED,
+    ]
+    assert [e.job.id for e in again[:3]] == [a.job.id, a.job.id, b.job.id]
+    assert [e.created for e in again] == [False, False, False, True]
+
+
+async def test_two_requests_of_one_batch_with_one_key_create_one_job(jq: JobQueue) -> None:
+    twice = [jq.new_job("k", {"n": 1}, idempotency_key="k1") for _ in range(2)]
+    first, second = await jq.submit(twice)
+    assert first.outcome is EnqueueOutcome.CREATED
+    assert second.outcome is EnqueueOutcome.REPLAYED
+    assert first.job.id == second.job.id
+
+
+async def test_retry_is_for_failed_or_cancelled_jobs(jq: JobQueue) -> None:
+    job = await jq.enqueue("k")
+    with pytest.raises(InvalidTransitionError, match="only failed or cancelled"):
+        await jq.retry(job.id)
+    await jq.cancel(job.id)
+    assert (await jq.retry(job.id)).status == "queued"
+    with pytest.raises(JobNotFoundError):
+        await jq.retry(job.id + 1000)
