@@ -12,17 +12,23 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from ..config import Settings
 from ..model import Job
 from ..rules import migrations
 from ..rules.claims import TenantCursor, claim_with_flow_control
 from .base import ClaimParams, Enqueued, NewJob
+from .common import LocalBus
 from .plans import Plan, T
+from .sqlfiles import load_queries
 
 
 class RuleOperations(ABC):
     dialect: str
 
-    def __init__(self) -> None:
+    def __init__(self, url: str, settings: Settings | None) -> None:
+        self._settings = settings or Settings(database_url=url)
+        self._q = load_queries(self.dialect)  # this dialect's named SQL
+        self._bus = LocalBus()  # wake-ups within this process
         self._tenant_cursor = TenantCursor()  # fair claiming, per worker of this process
 
     # ------------------------------------------------------------------ primitives

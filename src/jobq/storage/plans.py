@@ -14,9 +14,12 @@ value for every statement of a plan.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from ..errors import MigrationError
 
 T = TypeVar("T")
 
@@ -70,6 +73,23 @@ class Script:
 
 Step = Run | RunMany | CopyIn | Lock | Script
 Plan = Generator[Step, Any, T]
+
+
+@contextlib.contextmanager
+def failed_script_named(
+    step: Step,
+    errors: type[BaseException],
+    unless: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """Around a step's execution: a migration script failing with one of the driver's
+    ``errors`` (``unless`` it is one of those, such as a lost connection) becomes a
+    MigrationError that names its migration."""
+    try:
+        yield
+    except errors as exc:
+        if not isinstance(step, Script) or isinstance(exc, unless):
+            raise
+        raise MigrationError(f"{step.label} failed: {exc}") from exc
 
 
 def drive(plan: Plan[T], execute: Callable[[Step], Any]) -> T:

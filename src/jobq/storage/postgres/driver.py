@@ -24,7 +24,6 @@ from ...errors import (
     ContentionError,
     DatabaseUnavailableError,
     LeaseLostError,
-    MigrationError,
 )
 from ...model import Job, JobError, JobStatus, WorkerInfo
 from ...rules.enqueue import (
@@ -61,8 +60,19 @@ from ..common import (
     validate_new_job,
 )
 from ..operations import RuleOperations
-from ..plans import CopyIn, Lock, Plan, Run, RunMany, Script, Step, T, drive, drive_async
-from ..sqlfiles import load_queries
+from ..plans import (
+    CopyIn,
+    Lock,
+    Plan,
+    Run,
+    RunMany,
+    Script,
+    Step,
+    T,
+    drive,
+    drive_async,
+    failed_script_named,
+)
 
 log = logging.getLogger("jobq.storage.postgres")
 
@@ -70,6 +80,8 @@ log = logging.getLogger("jobq.storage.postgres")
 MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
 LIMITS_LOCK_KEY = 0x6A6F6272  # claims of kinds and queues with limits
 TENANT_LOCK_KEY = 0x6A6F6273  # with the tenant's hash: quota checks of one tenant
+# A lost connection is an outage (DatabaseUnavailableError), not a failed migration.
+_LOST_CONNECTION = (psycopg.OperationalError,)
 _LOCK_KEYS = {
     "migrations": MIGRATION_LOCK_KEY,
     "limits": LIMITS_LOCK_KEY,
@@ -351,27 +363,12 @@ def _unavailable_as_our_error() -> Iterator[None]:
         raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc
 
 
-@contextlib.contextmanager
-def _script_failure_as_migration_error(step: Step) -> Iterator[None]:
-    """A migration script that fails names its migration; a lost connection stays what it
-    is (DatabaseUnavailableError, from _connection)."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        if not isinstance(step, Script) or isinstance(exc, psycopg.OperationalError):
-            raise
-        raise MigrationError(f"{step.label} failed: {exc}") from exc
-
-
 class PostgresDriver(RuleOperations):
     dialect = "postgres"
 
     def __init__(self, url: str, settings: Settings | None = None) -> None:
-        super().__init__()
-        self._settings = settings or Settings(database_url=url)
+        super().__init__(url, settings)
         self._url = _normalise_url(url)
-        self._q = load_queries("postgres")
-        self._bus = LocalBus()
         self._pool = AsyncConnectionPool(
             self._url,
             min_size=self._settings.pool_min_size,
@@ -575,7 +572,7 @@ class PostgresDriver(RuleOperations):
                 return []
             query, params, jobs = self._statement(step)
             cur = conn.cursor(row_factory=_job_row) if jobs else conn.cursor()
-            with _script_failure_as_migration_error(step):
+            with failed_script_named(step, psycopg.Error, unless=_LOST_CONNECTION):
                 await cur.execute(query, params)
             return await cur.fetchall() if _returns_rows(cur) else []
 
@@ -596,7 +593,7 @@ class PostgresDriver(RuleOperations):
                 return []
             query, params, jobs = self._statement(step)
             cur = conn.cursor(row_factory=_job_row) if jobs else conn.cursor()
-            with _script_failure_as_migration_error(step):
+            with failed_script_named(step, psycopg.Error, unless=_LOST_CONNECTION):
                 cur.execute(query, params)
             return cur.fetchall() if _returns_rows(cur) else []
 

@@ -68,7 +68,6 @@ from ..base import (
 )
 from ..common import (
     STATUS_BY_VALUE,
-    LocalBus,
     LocalListener,
     dump_json,
     dump_optional_json,
@@ -79,8 +78,19 @@ from ..common import (
     validate_new_job,
 )
 from ..operations import RuleOperations
-from ..plans import CopyIn, Lock, Plan, Run, RunMany, Script, Step, T, drive, drive_async
-from ..sqlfiles import load_queries
+from ..plans import (
+    CopyIn,
+    Lock,
+    Plan,
+    Run,
+    RunMany,
+    Script,
+    Step,
+    T,
+    drive,
+    drive_async,
+    failed_script_named,
+)
 from .watch import CommitWatcher
 
 log = logging.getLogger("jobq.storage.sqlite")
@@ -291,29 +301,14 @@ def _on_daemon_thread(conn: aiosqlite.Connection) -> aiosqlite.Connection:
     return conn
 
 
-@contextlib.contextmanager
-def _script_failure_as_migration_error(step: Step) -> Iterator[None]:
-    """A migration script that fails names its migration (an unavailable database is
-    already a DatabaseUnavailableError by then, see _translate)."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        if not isinstance(step, Script):
-            raise
-        raise MigrationError(f"{step.label} failed: {exc}") from exc
-
-
 class SqliteDriver(RuleOperations):
     dialect = "sqlite"
 
     def __init__(self, url: str, settings: Settings | None = None) -> None:
-        super().__init__()
-        self._settings = settings or Settings(database_url=url)
+        super().__init__(url, settings)
         self._url = url
         self._path = database_path(url)
         self._busy_timeout_ms = self._settings.sqlite_busy_timeout_ms
-        self._q = load_queries("sqlite")
-        self._bus = LocalBus()
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._open_lock = asyncio.Lock()
@@ -631,7 +626,7 @@ class SqliteDriver(RuleOperations):
         now = time.time()
 
         async def execute(step: Step) -> list[Any]:
-            with _script_failure_as_migration_error(step), self._translate():
+            with failed_script_named(step, sqlite3.Error), self._translate():
                 if isinstance(step, RunMany):
                     await conn.executemany(self._q[step.query], step.rows)
                     return []
@@ -647,7 +642,7 @@ class SqliteDriver(RuleOperations):
         now = time.time()
 
         def execute(step: Step) -> list[Any]:
-            with _script_failure_as_migration_error(step), self._translate():
+            with failed_script_named(step, sqlite3.Error), self._translate():
                 if isinstance(step, RunMany):
                     conn.executemany(self._q[step.query], step.rows)
                     return []
