@@ -35,6 +35,16 @@ class MigrationError(JobqError):
     """The schema cannot be migrated: a checksum mismatch, a missing file, a failed script."""
 
 
+class SchemaMissingError(MigrationError):
+    """The database has no jobq tables yet: run ``jobq migrate`` (``await jq.migrate()``)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the database has no jobq schema yet ({detail}): run `jobq migrate`, "
+            "or `await jq.migrate()` from Python"
+        )
+
+
 class DatabaseUnavailableError(JobqError):
     """The database cannot be reached right now; retry later."""
 

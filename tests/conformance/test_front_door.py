@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from jobq import EnqueueOutcome, InvalidTransitionError, JobNotFoundError, JobQueue
+from jobq import (
+    EnqueueOutcome,
+    InvalidTransitionError,
+    JobNotFoundError,
+    JobQueue,
+    SchemaMissingError,
+)
 
 
 async def test_submit_says_what_became_of_each_job(jq: JobQueue) -> None:
@@ -46,3 +52,20 @@ async def test_retry_is_for_failed_or_cancelled_jobs(jq: JobQueue) -> None:
     assert (await jq.retry(job.id)).status == "queued"
     with pytest.raises(JobNotFoundError):
         await jq.retry(job.id + 1000)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+async def test_a_database_never_migrated_says_to_run_migrate(
+    dialect: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(f"{'pg' if dialect == 'postgres' else 'sqlite'}_url_unmigrated")
+    jq = JobQueue(url)
+    try:
+        with pytest.raises(SchemaMissingError, match=r"run `jobq migrate`.*jq\.migrate\(\)"):
+            await jq.enqueue("k")
+        with pytest.raises(SchemaMissingError):
+            await jq.find(1)
+        await jq.migrate()
+        assert (await jq.enqueue("k")).id == 1
+    finally:
+        await jq.close()

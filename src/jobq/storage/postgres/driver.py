@@ -24,6 +24,7 @@ from ...errors import (
     ContentionError,
     DatabaseUnavailableError,
     LeaseLostError,
+    SchemaMissingError,
 )
 from ...model import Job, JobError, JobStatus, WorkerInfo
 from ...rules.enqueue import (
@@ -359,6 +360,10 @@ def _unavailable_as_our_error() -> Iterator[None]:
         yield
     except PoolTimeout as exc:
         raise DatabaseUnavailableError(f"no database connection free: {exc}") from exc
+    except psycopg.errors.UndefinedTable as exc:
+        if "jobq_" not in str(exc):
+            raise
+        raise SchemaMissingError(str(exc).splitlines()[0]) from exc
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailableError(f"database unavailable: {exc}") from exc
 

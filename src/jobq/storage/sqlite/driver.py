@@ -42,6 +42,7 @@ from ...errors import (
     DatabaseUnavailableError,
     LeaseLostError,
     MigrationError,
+    SchemaMissingError,
     UnsupportedFeatureError,
 )
 from ...model import Job, JobError, JobStatus, WorkerInfo
@@ -469,6 +470,8 @@ class SqliteDriver(RuleOperations):
         try:
             yield
         except sqlite3.Error as exc:
+            if str(exc).startswith("no such table: jobq_"):
+                raise SchemaMissingError(str(exc)) from exc
             reason = _unavailable_reason(exc, self._busy_timeout_ms)
             if reason is None:
                 raise
