@@ -483,7 +483,8 @@ def bench(
     cases: Annotated[
         str,
         typer.Option(
-            "--cases", help="Comma-separated: enqueue,drain,e2e,latency,http,scale,steady"
+            "--cases",
+            help="Comma-separated: enqueue,drain,e2e,latency,http,scale,steady,executors",
         ),
     ] = "enqueue,drain,e2e,latency,http",
     samples: Annotated[int, typer.Option("--samples", min=5, help="Latency samples")] = 60,

@@ -72,10 +72,11 @@ class Settings(BaseSettings):
     completion_batch_size: int = Field(
         500, ge=1, description="Most completions written in one statement"
     )
-    executor: Literal["default", "thread", "process"] = Field(
-        "default",
-        description="Where tasks that name no executor run: default (coroutines on the event "
-        "loop, sync functions in threads), thread, or process (child processes)",
+    executor: Literal["thread", "process"] = Field(
+        "thread",
+        description="Where sync tasks that name no executor run: thread (the worker's threads) "
+        "or process (child processes); coroutine tasks run on the event loop unless they "
+        "name one",
     )
     process_pool_size: int = Field(
         0, ge=0, le=1024, description="Child processes for process-executor tasks (0 = CPUs)"
@@ -86,14 +87,14 @@ class Settings(BaseSettings):
     process_memory_limit_mb: int = Field(
         0,
         ge=0,
-        description="Default memory limit of a process-executor task: the MB its child may "
-        "grow by (0 = no limit)",
+        description="Default memory limit of a process-executor task: the MB a job may grow "
+        "its child by (0 = no limit)",
     )
     process_cancel_grace_s: float = Field(
         5.0,
         ge=0,
         description="A cancelled process-executor task that does not stop this long after the "
-        "request is terminated",
+        "request is killed",
     )
 
     retention: timedelta = Field(

@@ -4,9 +4,11 @@ claims fewer jobs meanwhile, and fresh jobs run instead of timing out unstarted.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ from jobq.api import create_app
 
 from ..conformance.test_worker import fast_settings
 from ..waiting import eventually
+from .processes import deaths, start_workers
 
 HUNG = 8
 
@@ -99,3 +102,39 @@ async def test_stuck_threads_take_slots_from_claims(jq: JobQueue) -> None:
     assert third.status is JobStatus.SUCCEEDED
     worker.stop()
     await asyncio.wait_for(running, 30)
+
+
+async def test_a_worker_process_exits_despite_a_stuck_thread(db_url: str) -> None:
+    """SIGTERM: the job in a child is handed back after the grace and its child stopped;
+    the stuck thread is not waited for. (The hung tasks run for ten minutes.)"""
+    jq = JobQueue(settings=fast_settings(db_url))
+    try:
+        # As the app's task would enqueue it (this JobQueue does not register it).
+        [stuck] = await jq.enqueue_many(
+            [replace(jq.new_job("hang_in_thread", max_attempts=1), timeout_s=1.0)]
+        )
+        [worker] = start_workers(
+            db_url,
+            1,
+            app="tests.worker.executor_app:jq",
+            env={"JOBQ_SHUTDOWN_GRACE_S": "1", "JOBQ_PROCESS_POOL_SIZE": "1"},
+        )
+        try:
+            done = await jq.wait(stuck.id, timeout=60)
+            assert done.last_error == "timed out after 1s", deaths([worker])
+            in_child = await jq.enqueue("hang_in_child")
+
+            async def child_running() -> bool:
+                return (await jq.get(in_child.id)).status is JobStatus.RUNNING
+
+            await eventually(child_running, timeout=60, what="the child's job running")
+            worker.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(worker.wait, 30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert code == 0, deaths([worker])
+        assert (await jq.get(in_child.id)).status is JobStatus.QUEUED  # handed back
+    finally:
+        await jq.close()

@@ -25,6 +25,9 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
+from collections.abc import Iterator
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerProcess
 from typing import TYPE_CHECKING, Any
@@ -260,7 +263,11 @@ class ProcessPool:
         process = _CONTEXT.Process(
             target=child_main, args=(theirs, self.worker_id), name="jobq-child"
         )
-        await asyncio.to_thread(process.start)
+        # The fork server's first start (an interpreter, the preload) takes a while: off
+        # the event loop. Each child after that is a fork of it, started in a millisecond.
+        await asyncio.to_thread(forkserver.ensure_running)
+        with _main_module_hidden():
+            process.start()
         theirs.close()
         child = _Child(process, ours)
         loop = asyncio.get_running_loop()
@@ -377,6 +384,22 @@ def _portable(classes: tuple[type[BaseException], ...]) -> tuple[type[BaseExcept
     except Exception:
         return None
     return classes
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a child without multiprocessing's re-import of the program's main module in
+    it (a CLI with its web framework, a script that is not guarded by ``if __name__ ==
+    "__main__"``): a child only runs jobq's child loop and imports the task's own module,
+    which the task registration made sure is not ``__main__``."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+    main.__dict__["__spec__"] = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
 
 
 def _after(start: float | None, delay: float) -> float | None:
