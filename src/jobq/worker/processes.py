@@ -393,7 +393,9 @@ def _main_module_hidden() -> Iterator[None]:
     "__main__"``): a child only runs jobq's child loop and imports the task's own module,
     which the task registration made sure is not ``__main__``."""
     main = sys.modules["__main__"]
-    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__
+    }
     main.__dict__["__spec__"] = None
     main.__dict__.pop("__file__", None)
     try:
