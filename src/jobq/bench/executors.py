@@ -18,6 +18,7 @@ from typing import Any
 
 from ..app import JobQueue
 from ..model import JobStatus
+from ..observability.logging import configure_logging
 from ..task import Executor
 from .cases import CaseResult, bench_settings
 from .dbclock import activity_span
@@ -41,7 +42,10 @@ NOOP_VARIANTS: list[tuple[str, Callable[..., Any], Executor]] = [
 
 
 async def executor_cases(url: str, n: int, fresh: FreshDatabase) -> list[CaseResult]:
-    cpu_jobs = max(4, min(24, n // 100))
+    # The workers run in this process: their logs go to stderr at WARNING, as the other
+    # cases' worker processes do, and stdout stays the report's.
+    configure_logging(bench_settings(url))
+    cpu_jobs = max(2, min(24, n // 100))
     noop_jobs = max(20, min(1000, n // 10))
     cpu: dict[str, list[float]] = {label: [] for label, _, _ in CPU_VARIANTS}
     noop: dict[str, list[float]] = {label: [] for label, _, _ in NOOP_VARIANTS}
