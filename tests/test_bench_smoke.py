@@ -98,3 +98,23 @@ def test_the_long_running_case_reports_each_tenth(
     assert len(extra["per_tenth_per_s"]) == len(extra["table_mib_per_tenth"]) == 10
     assert all(rate > 0 for rate in extra["per_tenth_per_s"])
     assert extra["worker_rss_mib_early"] > 0 and extra["worker_rss_mib_late"] > 0
+
+
+def test_the_executor_case_compares_executors(tmp_path: Path) -> None:
+    report = run_bench(f"sqlite:///{tmp_path / 'bench.db'}", "executors")
+    results = by_case(report)
+    assert set(results) == {
+        "cpu-bound, process (2 children)",
+        "cpu-bound, threads",
+        "cpu-bound, asyncio",
+        "no-op job, process executor",
+    }
+    for name in ("cpu-bound, threads", "cpu-bound, asyncio"):
+        extra = results[name]["extra"]
+        assert len(extra["span_s_per_round"]) == 3
+        low, high = extra["process_speedup_range"]
+        assert 0 < low <= extra["process_speedup"] <= high, name
+    overhead = results["no-op job, process executor"]["extra"]
+    low, high = overhead["overhead_ms_range"]
+    assert low <= overhead["overhead_ms_per_job"] <= high
+    assert overhead["asyncio_per_s"] > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
@@ -39,8 +40,10 @@ from .storage.base import (
 from .storage.common import refuse_unstorable_job
 from .storage.sqlfiles import load_migrations
 from .task import (
+    EXECUTORS,
     AsyncTaskFunction,
     DeferOptions,
+    Executor,
     SyncTaskFunction,
     Task,
     TaskDecorator,
@@ -116,6 +119,7 @@ class JobQueue:
         self.queue_limits: dict[str, int] = {}  # see limit_queue()
         self._driver: Driver | None = None
         self._driver_lock = threading.Lock()  # synchronous producers may start in any thread
+        self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()  # see worker_states
 
     # ------------------------------------------------------------------ storage
     @property
@@ -204,6 +208,8 @@ class JobQueue:
         retry_cap: float | None = None,
         max_running: int | None = None,
         rate_limit: tuple[int, float] | None = None,
+        executor: Executor | None = None,
+        memory_limit_mb: int | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -221,6 +227,8 @@ class JobQueue:
         retry_cap: float | None = None,
         max_running: int | None = None,
         rate_limit: tuple[int, float] | None = None,
+        executor: Executor | None = None,
+        memory_limit_mb: int | None = None,
     ) -> Any:
         """Register a function as a task. Its first parameter receives the JobContext; the
         others come from the job's payload. Sync functions run in a thread pool.
@@ -228,7 +236,15 @@ class JobQueue:
         ``max_running``: at most this many of its jobs run at once, across every worker
         process. ``rate_limit=(n, seconds)``: at most n of its jobs start in any window of
         that many seconds, across every worker. Workers enforce both when claiming, so every
-        worker must declare the same limits (they read them from this registry)."""
+        worker must declare the same limits (they read them from this registry).
+
+        ``executor``: where the function runs (docs/executors.md). ``"async"``: on the
+        worker's event loop (coroutine functions' default); ``"thread"``: a thread of the
+        worker (sync functions' default, unless ``JOBQ_EXECUTOR=process``); ``"process"``:
+        a child process, killed at ``timeout`` and isolated from the worker's crashes, with
+        ``memory_limit_mb`` (default ``JOBQ_PROCESS_MEMORY_LIMIT_MB``) the most its child
+        may grow by. A process task must be defined at the top level of an importable
+        module."""
 
         def register(fn: TaskFunction[P, R]) -> Task[P, R]:
             task_name = name or fn.__name__
@@ -239,6 +255,16 @@ class JobQueue:
             if rate_limit is not None and (rate_limit[0] < 1 or rate_limit[1] <= 0):
                 raise ConfigurationError(
                     f"{task_name}: rate_limit is (starts >= 1, seconds > 0), got {rate_limit}"
+                )
+            if executor is not None and executor not in EXECUTORS:
+                raise ConfigurationError(
+                    f"{task_name}: executor must be one of {', '.join(EXECUTORS)}"
+                )
+            if memory_limit_mb is not None and memory_limit_mb < 1:
+                raise ConfigurationError(f"{task_name}: memory_limit_mb must be at least 1")
+            if memory_limit_mb is not None and executor in ("async", "thread"):
+                raise ConfigurationError(
+                    f"{task_name}: memory_limit_mb applies to executor='process' only"
                 )
             policy = RetryPolicy(
                 max_attempts=max_attempts or self.settings.max_attempts,
@@ -255,6 +281,8 @@ class JobQueue:
                 defaults=DeferOptions(queue=queue, priority=priority),
                 max_running=max_running,
                 rate_limit=RateLimit(*rate_limit) if rate_limit is not None else None,
+                executor=executor,
+                memory_limit_mb=memory_limit_mb,
             )
             self.tasks[task_name] = registered
             return registered
@@ -540,6 +568,16 @@ class JobQueue:
     async def workers(self) -> list[WorkerInfo]:
         return await self.driver.workers()
 
+    async def worker_states(self) -> list[WorkerInfo]:
+        """The registered workers, with what only a running worker knows (its stuck
+        threads) filled in for the workers this process runs (``jobq serve``, an app that
+        runs its worker beside the API); None for workers of other processes."""
+        local = {w.id: w for w in self._workers}
+        return [
+            replace(w, stuck_threads=local[w.id].stuck_threads) if w.id in local else w
+            for w in await self.driver.workers()
+        ]
+
     # ------------------------------------------------------------------ working
     def maintenance(self, holder: str | None = None) -> Maintenance:
         """This process's part in the queue's housekeeping (rescue, retention, idempotency
@@ -550,35 +588,45 @@ class JobQueue:
     def worker(
         self,
         *,
-        queues: Sequence[str] | None = None,
+        queues: Sequence[str] | Mapping[str, int] | None = None,
         concurrency: int | None = None,
         burst: bool = False,
         metrics: Metrics | None = None,
     ) -> Worker:
         from .worker.runtime import Worker
 
-        return Worker(
+        worker = Worker(
             self,
-            queues=queues if queues is not None else self.settings.queue_list,
+            queues=queues if queues is not None else self._configured_queues(),
             concurrency=concurrency or self.settings.concurrency,
             burst=burst,
             metrics=metrics,
         )
+        self._workers.add(worker)
+        return worker
 
     async def run_worker(
         self,
         *,
-        queues: Sequence[str] | None = None,
+        queues: Sequence[str] | Mapping[str, int] | None = None,
         concurrency: int | None = None,
         burst: bool = False,
         handle_signals: bool = False,
         metrics: Metrics | None = None,
     ) -> None:
-        """Run a worker until stopped (or, with ``burst``, until no due work is left)."""
+        """Run a worker until stopped (or, with ``burst``, until no due work is left).
+
+        ``queues``: a list serves them in strict order (the first queue's jobs first); a
+        mapping ``{"critical": 6, "default": 3, "low": 1}`` claims from them in proportion
+        to the weights while each has work. None: ``JOBQ_QUEUES`` (empty: every queue)."""
         worker = self.worker(queues=queues, concurrency=concurrency, burst=burst, metrics=metrics)
         if handle_signals:
             worker.install_signal_handlers(asyncio.get_running_loop())
         await worker.run()
+
+    def _configured_queues(self) -> list[str] | dict[str, int] | None:
+        """JOBQ_QUEUES as the worker takes it: weights when given, else the names."""
+        return self.settings.queue_weights or self.settings.queue_list
 
     # Defined last: inside the class body, later annotations would read "list" as this method.
     async def list(

@@ -174,7 +174,13 @@ def worker(
     app_spec: AppSpec = None,
     database_url: DatabaseUrl = None,
     queues: Annotated[
-        str | None, typer.Option("--queues", "-q", help="Comma-separated queues (default: all)")
+        str | None,
+        typer.Option(
+            "--queues",
+            "-q",
+            help="Comma-separated queues in strict order (a,b), or weighted for proportional "
+            "claims (critical:6,default:3,low:1); default: all",
+        ),
     ] = None,
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once")
@@ -201,7 +207,7 @@ def worker(
         jobq = load_app(app_spec, settings, database_url)
         try:
             worker = jobq.worker(
-                queues=settings.queue_list,
+                queues=settings.queue_weights or settings.queue_list,
                 concurrency=settings.concurrency,
                 burst=burst,
                 metrics=metrics,
@@ -477,7 +483,8 @@ def bench(
     cases: Annotated[
         str,
         typer.Option(
-            "--cases", help="Comma-separated: enqueue,drain,e2e,latency,http,scale,steady"
+            "--cases",
+            help="Comma-separated: enqueue,drain,e2e,latency,http,scale,steady,executors",
         ),
     ] = "enqueue,drain,e2e,latency,http",
     samples: Annotated[int, typer.Option("--samples", min=5, help="Latency samples")] = 60,

@@ -7,9 +7,12 @@ checks that the three agree.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .worker.weights import parse_queues
 
 
 class Settings(BaseSettings):
@@ -44,7 +47,11 @@ class Settings(BaseSettings):
 
     # --- worker ---
     concurrency: int = Field(10, ge=1, le=10_000, description="Jobs one worker runs at once")
-    queues: str = Field("", description="Comma-separated queues a worker serves; empty = all")
+    queues: str = Field(
+        "",
+        description="Comma-separated queues a worker serves, in strict order (a,b), or with "
+        "weights for proportional claims (a:6,b:3,c:1); empty = all",
+    )
     tenant_fairness: bool = Field(
         False,
         description="Workers serve tenants round-robin instead of strictly by priority",
@@ -64,6 +71,30 @@ class Settings(BaseSettings):
     )
     completion_batch_size: int = Field(
         500, ge=1, description="Most completions written in one statement"
+    )
+    executor: Literal["thread", "process"] = Field(
+        "thread",
+        description="Where sync tasks that name no executor run: thread (the worker's threads) "
+        "or process (child processes); coroutine tasks run on the event loop unless they "
+        "name one",
+    )
+    process_pool_size: int = Field(
+        0, ge=0, le=1024, description="Child processes for process-executor tasks (0 = CPUs)"
+    )
+    process_max_jobs_per_child: int = Field(
+        0, ge=0, description="A child process is replaced after this many jobs (0 = never)"
+    )
+    process_memory_limit_mb: int = Field(
+        0,
+        ge=0,
+        description="Default memory limit of a process-executor task: the MB a job may grow "
+        "its child by (0 = no limit)",
+    )
+    process_cancel_grace_s: float = Field(
+        5.0,
+        ge=0,
+        description="A cancelled process-executor task that does not stop this long after the "
+        "request is killed",
     )
 
     retention: timedelta = Field(
@@ -158,10 +189,21 @@ class Settings(BaseSettings):
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return level
 
+    @field_validator("queues")
+    @classmethod
+    def _queue_spec(cls, spec: str) -> str:
+        parse_queues(spec)  # a bad weight is refused at start-up, with its reason
+        return spec
+
     @property
     def queue_list(self) -> list[str] | None:
-        names = [q.strip() for q in self.queues.split(",") if q.strip()]
-        return names or None
+        """The queues' names (weighted or not)."""
+        return parse_queues(self.queues)[0]
+
+    @property
+    def queue_weights(self) -> dict[str, int] | None:
+        """``{queue: weight}`` when the queues were given with weights (a:6,b:3), else None."""
+        return parse_queues(self.queues)[1]
 
     @property
     def cancel_poll_s(self) -> float:

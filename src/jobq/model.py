@@ -119,3 +119,6 @@ class WorkerInfo:
     concurrency: int
     started_at: datetime
     heartbeat_at: datetime
+    # Threads of sync tasks running past their job's timeout, each holding a slot. Known for
+    # workers of this process only (see JobQueue.worker_states); None for the others.
+    stuck_threads: int | None = None

@@ -15,6 +15,7 @@ from typing import (
     Any,
     Concatenate,
     Generic,
+    Literal,
     ParamSpec,
     Protocol,
     TypeVar,
@@ -22,7 +23,7 @@ from typing import (
     overload,
 )
 
-from .errors import InvalidJobError
+from .errors import ConfigurationError, InvalidJobError
 from .model import JobStatus
 from .retry import RetryPolicy
 from .storage.base import DEFAULT_QUEUE, NewJob, RateLimit
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from .app import JobQueue
     from .model import Job
     from .worker.context import JobContext
+
+Executor = Literal["async", "thread", "process"]
+EXECUTORS: tuple[Executor, ...] = ("async", "thread", "process")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -93,6 +97,8 @@ class Task(Generic[P, R]):
         defaults: DeferOptions,
         max_running: int | None = None,
         rate_limit: RateLimit | None = None,
+        executor: Executor | None = None,
+        memory_limit_mb: int | None = None,
     ) -> None:
         self.jobq = queue
         self.func = func
@@ -105,6 +111,16 @@ class Task(Generic[P, R]):
         self.rate_limit = rate_limit
         self._signature = inspect.signature(func)
         self._is_async = inspect.iscoroutinefunction(func)
+        # None: the worker's default for sync functions, the event loop for coroutines.
+        self.executor = executor
+        self.memory_limit_mb = memory_limit_mb
+        if executor == "thread" and self._is_async:
+            raise ConfigurationError(
+                f"{name}: a coroutine function runs on the event loop or "
+                "in a process, not in a thread"
+            )
+        if executor == "process":
+            check_importable(name, func)
         # Typed once here: a cast written in invoke() built a typing alias on every job.
         self._call: Callable[..., Any] = func
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
@@ -206,6 +222,31 @@ class Task(Generic[P, R]):
             return cast("Awaitable[R]", func(ctx, **payload))
         call = functools.partial(contextvars.copy_context().run, func, ctx, **payload)
         return cast("Awaitable[R]", asyncio.get_running_loop().run_in_executor(None, call))
+
+    def executor_for(self, default: Executor) -> Executor:
+        """Where this task runs on a worker whose default for sync tasks is ``default``."""
+        if self.executor is not None:
+            return self.executor
+        if self._is_async:
+            return "async"
+        return default
+
+    @property
+    def is_async(self) -> bool:
+        return self._is_async
+
+
+def check_importable(name: str, func: Callable[..., Any]) -> None:
+    """A process-executor task is found in the child by ``module:qualname``: refuse, when
+    it is registered, a function the child could not import."""
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", "")
+    if not module or module == "__main__" or "<locals>" in qualname or "<lambda>" in qualname:
+        raise ConfigurationError(
+            f"{name}: executor='process' needs a function defined at the top level of an "
+            f"importable module (the child process imports it as module:qualname), not "
+            f"{module}:{qualname}"
+        )
 
 
 class ConfiguredTask(Generic[P, R]):

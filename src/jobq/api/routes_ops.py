@@ -93,7 +93,7 @@ async def list_queues(state: State) -> list[QueueOut]:
     summary="Registered workers and their last heartbeat",
 )
 async def list_workers(state: State) -> list[WorkerOut]:
-    return [WorkerOut.of(w) for w in await state.jobq.workers()]
+    return [WorkerOut.of(w) for w in await state.jobq.worker_states()]
 
 
 @router.get(

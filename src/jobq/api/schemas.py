@@ -243,6 +243,12 @@ class WorkerOut(BaseModel):
     concurrency: int
     started_at: datetime
     heartbeat_at: datetime
+    stuck_threads: int | None = Field(
+        None,
+        description="Threads of sync tasks still running past their job's timeout, each "
+        "holding one of the worker's slots; null for a worker in another process than "
+        "this API's (see its jobq_worker_stuck_threads metric)",
+    )
 
     @classmethod
     def of(cls, w: WorkerInfo) -> WorkerOut:
@@ -254,6 +260,7 @@ class WorkerOut(BaseModel):
             concurrency=w.concurrency,
             started_at=w.started_at,
             heartbeat_at=w.heartbeat_at,
+            stuck_threads=w.stuck_threads,
         )
 
 

@@ -36,11 +36,12 @@ from .cases import (
     idle_latency,
     worker_env,
 )
+from .executors import executor_cases, executor_rate
 from .httpload import post_load
 from .steady import long_running
 from .sysstat import ServerCpu, parent_of
 
-ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale", "steady")
+ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale", "steady", "executors")
 
 
 @contextlib.asynccontextmanager
@@ -162,6 +163,10 @@ async def run_cases(
     if "http" in cases:
         await case(lambda u: http_post(u, server, single=True))
         await case(lambda u: http_post(u, server, single=False))
+    if "executors" in cases:
+        for result in await executor_cases(url, n, fresh_database):
+            results.append(result)
+            print(f"  {result.case}: {_rate(result)}", file=sys.stderr, flush=True)
     return results
 
 
@@ -230,6 +235,8 @@ async def _wait_http(port: int, timeout: float = 30) -> None:
 
 
 def _rate(r: CaseResult) -> str:
+    if "steps_per_job" in r.extra or "overhead_ms_per_job" in r.extra:
+        return executor_rate(r)
     if "second_tenth_per_s" in r.extra:  # the long-running case
         e = r.extra
         cpu = e["db_cpu_us_per_job_per_tenth"]

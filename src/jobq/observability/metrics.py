@@ -71,6 +71,22 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("jobq_worker_jobs_in_flight", "Jobs running now", registry=r)
+        self.stuck_threads = Gauge(
+            "jobq_worker_stuck_threads",
+            "Threads of sync tasks still running past their job's timeout (slots held)",
+            registry=r,
+        )
+        self.threads_stuck = Counter(
+            "jobq_worker_threads_stuck",
+            "Sync tasks whose thread kept running past the job's timeout",
+            registry=r,
+        )
+        self.children_replaced = Counter(
+            "jobq_worker_children_replaced",
+            "Child processes of the process executor replaced, by reason",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import os
 import random
@@ -23,7 +25,7 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -46,10 +48,13 @@ from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerReg
 from ..storage.common import storable_json
 from .completer import Completer
 from .context import JobContext
+from .processes import CHILD_FAILURES, ProcessPool, TaskFailedInChild
+from .threads import TaskThreads
+from .weights import WeightedPlanner
 
 if TYPE_CHECKING:
     from ..app import JobQueue
-    from ..task import Task
+    from ..task import Executor, Task
 
 log = structlog.get_logger("jobq.worker")
 
@@ -59,7 +64,7 @@ class Worker:
         self,
         jobq: JobQueue,
         *,
-        queues: Sequence[str] | None,
+        queues: Sequence[str] | Mapping[str, int] | None,
         concurrency: int,
         burst: bool = False,
         worker_id: str | None = None,
@@ -72,6 +77,10 @@ class Worker:
         self.settings = jobq.settings
         self.driver = jobq.driver
         self.queues = list(queues) if queues is not None else None
+        # {queue: weight}: claims split across the queues in proportion (see weights.py);
+        # a plain list keeps the strict order of the queues' priorities.
+        self._planner = WeightedPlanner(queues) if isinstance(queues, Mapping) else None
+        self._planner_reset_at = 0.0
         # Read once: tasks are registered before workers start. None keeps the plain claim.
         self._limits = jobq.claim_limits() or None
         self.concurrency = concurrency
@@ -100,6 +109,14 @@ class Worker:
             batch_size=self.settings.completion_batch_size,
         )
         self._listener: Listener | None = None
+        self._sync_executor: Executor = (
+            "process" if self.settings.executor == "process" else "thread"
+        )
+        # One thread per slot; a thread stuck past its job's timeout keeps its slot (see
+        # threads.py), so claims shrink rather than fresh jobs waiting for a thread.
+        self._threads = TaskThreads(concurrency, on_stuck=self._on_stuck_threads)
+        self._processes: ProcessPool | None = None  # started with the first process job
+        self._stuck_seen = 0
         self.processed = 0  # jobs finished (any outcome) by this worker
         self.maintenance = Maintenance(
             self.driver, self.settings, self.id, log=self.log, on_rescued=self._wake.set
@@ -172,6 +189,12 @@ class Worker:
                 scheduler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await scheduler
+            # Jobs have ended or been handed back: the children have nothing left to do, and
+            # a thread still stuck in a task is not waited for (daemon threads: the process
+            # can exit).
+            if self._processes is not None:
+                await self._processes.close()
+            self._threads.shutdown(wait=False, cancel_futures=True)
             await self._completer.close()
             await self._listener.close()
             with contextlib.suppress(Exception):
@@ -208,7 +231,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         backoff = 0.0
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - len(self._running) - self._threads.stuck
             if free <= 0:
                 self._slot_freed.clear()
                 await self._wait_any(self._slot_freed, self._stopping)
@@ -219,15 +242,7 @@ class Worker:
             # and this process's overlap instead of taking turns.
             wanted = min(free, self._claim_size)
             try:
-                jobs = await self.driver.claim_batch(
-                    ClaimParams(
-                        self.id,
-                        wanted,
-                        self.queues,
-                        limits=self._limits,
-                        fair_tenants=self.settings.tenant_fairness,
-                    )
-                )
+                jobs = await self._claim(wanted)
                 backoff = 0.0
             except Exception as exc:  # outage: back off with jitter, keep the worker alive
                 backoff = min(5.0, self.rng.uniform(0.1, max(0.1, backoff * 3)))
@@ -242,6 +257,78 @@ class Worker:
             if self.burst and await self._drained():
                 return
             await self._wait_any(self._wake, self._stopping, timeout=self.settings.poll_interval_s)
+
+    @property
+    def stuck_threads(self) -> int:
+        """Threads of sync tasks still running past their job's timeout."""
+        return self._threads.stuck
+
+    def _on_stuck_threads(self, stuck: int) -> None:
+        self.metrics.stuck_threads.set(stuck)
+        if stuck > self._stuck_seen:
+            self.metrics.threads_stuck.inc(stuck - self._stuck_seen)
+            self.log.warning(
+                "threads stuck past their timeout; claiming fewer jobs",
+                stuck_threads=stuck,
+                slots_left=self.concurrency - stuck,
+            )
+        self._stuck_seen = stuck
+        self._slot_freed.set()
+
+    def _process_pool(self) -> ProcessPool:
+        if self._processes is None:
+            self._processes = ProcessPool(
+                self.settings.process_pool_size or os.cpu_count() or 1,
+                worker_id=self.id,
+                max_jobs_per_child=self.settings.process_max_jobs_per_child,
+                memory_limit_mb=self.settings.process_memory_limit_mb,
+                cancel_grace_s=self.settings.process_cancel_grace_s,
+                metrics=self.metrics,
+            )
+        return self._processes
+
+    async def _claim(self, wanted: int) -> list[Job]:
+        if self._planner is not None:
+            return await self._claim_weighted(self._planner, wanted)
+        return await self._claim_from(self.queues, wanted)
+
+    async def _claim_from(self, queues: Sequence[str] | None, wanted: int) -> list[Job]:
+        return await self.driver.claim_batch(
+            ClaimParams(
+                self.id,
+                wanted,
+                queues,
+                limits=self._limits,
+                fair_tenants=self.settings.tenant_fairness,
+            )
+        )
+
+    async def _claim_weighted(self, planner: WeightedPlanner, wanted: int) -> list[Job]:
+        """Split the free slots across the weighted queues and claim from each with the
+        ordinary claim (limits and fairness apply per queue as they do to any claim).
+        Slots a queue could not fill go, in the same claim, to the queues that filled
+        theirs; a queue that came back short is skipped until a wake-up for it or the
+        next poll interval, so an empty queue costs no round trip per claim."""
+        now = time.monotonic()
+        if now - self._planner_reset_at >= self.settings.poll_interval_s:
+            planner.mark_has_work()
+            self._planner_reset_at = now
+        jobs: list[Job] = []
+        among: list[str] | None = None
+        while len(jobs) < wanted:
+            shares = planner.split(wanted - len(jobs), among)
+            if not shares:
+                break
+            full: list[str] = []
+            for queue, count in shares.items():
+                claimed = await self._claim_from([queue], count)
+                jobs += claimed
+                if len(claimed) < count:
+                    planner.mark_empty(queue)
+                else:
+                    full.append(queue)
+            among = full
+        return jobs
 
     async def _drained(self) -> bool:
         """Burst mode's end: nothing running, nothing unwritten, nothing due."""
@@ -264,6 +351,8 @@ class Worker:
     def _on_notification(self, kind: str, value: str) -> None:
         if kind == "new":
             if value == "*" or self.queues is None or value in self.queues:
+                if self._planner is not None:
+                    self._planner.mark_has_work(None if value == "*" else value)
                 self._wake.set()
         elif kind == "cancel":
             with contextlib.suppress(ValueError):
@@ -292,8 +381,21 @@ class Worker:
             if task is None:
                 raise UnknownTaskError(f"no task named {job.kind!r} is registered with this worker")
             timeout = job.timeout_s
-            call = task.invoke(ctx, job.payload)
-            result = await (asyncio.wait_for(call, timeout) if timeout else call)
+            executor = task.executor_for(self._sync_executor)
+            if executor == "async":
+                call = task.invoke(ctx, job.payload)
+                result = await (asyncio.wait_for(call, timeout) if timeout else call)
+            elif executor == "thread":
+                result = await self._threads.run(
+                    functools.partial(
+                        contextvars.copy_context().run, task.func, ctx, **job.payload
+                    ),
+                    timeout or None,
+                    job_id=job.id,
+                    kind=job.kind,
+                )
+            else:
+                result = await self._process_pool().run(ctx, task, timeout or None)
             if result is not None and not ctx.completed_in_transaction:
                 _check_storable(result)
         except asyncio.CancelledError:
@@ -348,13 +450,19 @@ class Worker:
         # PostgreSQL cannot store U+0000 in text: escaped, so that the failure (and the batch
         # it is written with) can be stored.
         message = _describe(exc, job).replace("\x00", "\\x00")
-        trace = "".join(traceback.format_exception(exc)).replace("\x00", "\\x00")
+        trace = exc.trace if isinstance(exc, TaskFailedInChild) else ""
+        trace = (trace or "".join(traceback.format_exception(exc))).replace("\x00", "\\x00")
         retry_in: float | None = None
         if isinstance(exc, RetryAt):
             if job.attempt < job.max_attempts:
                 retry_in = max(0.0, (exc.when - datetime.now(UTC)).total_seconds())
         elif task is not None and not isinstance(exc, DoNotRetry):
-            retryable = isinstance(exc, TimeoutError) or task.retry.should_retry(job.attempt, exc)
+            if isinstance(exc, TaskFailedInChild):  # retry_for was matched in the child
+                retryable = exc.retryable
+            else:
+                retryable = isinstance(exc, TimeoutError) or task.retry.should_retry(
+                    job.attempt, exc
+                )
             if retryable and job.attempt < job.max_attempts:
                 retry_in = task.retry.delay_s(job.attempt, self.rng)
         return Failure(job.id, job.attempt, message, trace, retry_in)
@@ -501,6 +609,8 @@ def _check_storable(result: Any) -> None:
 
 
 def _describe(exc: BaseException, job: Job) -> str:
+    if isinstance(exc, CHILD_FAILURES):  # already worded for the job's error
+        return str(exc)
     if isinstance(exc, TimeoutError) and job.timeout_s:
         return f"timed out after {job.timeout_s:g}s"
     text = str(exc)

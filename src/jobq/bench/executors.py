@@ -1,0 +1,134 @@
+"""The executor case: CPU-bound jobs on the process executor against threads and asyncio,
+and what the process executor adds to a job that does nothing.
+
+Each measurement runs a burst worker on a fresh database and takes the span the database
+recorded, from the first job's start to the last job's finish (worker start-up and
+shut-down are left out, as they are the same for every executor). The executors take
+turns within each round, and rounds repeat, so a slower moment of the shared machine
+does not land on one of them only; reported are the median and the range over rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from ..app import JobQueue
+from ..model import JobStatus
+from ..observability.logging import configure_logging
+from ..task import Executor
+from .cases import CaseResult, bench_settings
+from .dbclock import activity_span
+from .executor_tasks import CPU_STEPS, cpu_async, cpu_sync, noop_async, noop_sync
+
+ROUNDS = 3
+CHILDREN = 2  # the process executor's pool, one child per core of the reference machine
+
+FreshDatabase = Callable[[str], AbstractAsyncContextManager[str]]
+
+# (label, function, executor): the CPU-bound job as each executor runs it.
+CPU_VARIANTS: list[tuple[str, Callable[..., Any], Executor]] = [
+    ("process", cpu_sync, "process"),
+    ("threads", cpu_sync, "thread"),
+    ("asyncio", cpu_async, "async"),
+]
+NOOP_VARIANTS: list[tuple[str, Callable[..., Any], Executor]] = [
+    ("process", noop_sync, "process"),
+    ("asyncio", noop_async, "async"),
+]
+
+
+async def executor_cases(url: str, n: int, fresh: FreshDatabase) -> list[CaseResult]:
+    # The workers run in this process: their logs go to stderr at WARNING, as the other
+    # cases' worker processes do, and stdout stays the report's.
+    configure_logging(bench_settings(url))
+    cpu_jobs = max(2, min(24, n // 100))
+    noop_jobs = max(20, min(1000, n // 10))
+    cpu: dict[str, list[float]] = {label: [] for label, _, _ in CPU_VARIANTS}
+    noop: dict[str, list[float]] = {label: [] for label, _, _ in NOOP_VARIANTS}
+    # Warm-up: the fork server's first start is a one-off of the worker process.
+    async with fresh(url) as db:
+        await _span(db, noop_sync, "process", 2, {})
+    for _ in range(ROUNDS):
+        for label, func, executor in CPU_VARIANTS:
+            async with fresh(url) as db:
+                cpu[label].append(await _span(db, func, executor, cpu_jobs, {"steps": CPU_STEPS}))
+        for label, func, executor in NOOP_VARIANTS:
+            async with fresh(url) as db:
+                noop[label].append(await _span(db, func, executor, noop_jobs, {}))
+
+    results = []
+    for label, _, _ in CPU_VARIANTS:
+        spans = cpu[label]
+        median = statistics.median(spans)
+        result = CaseResult(
+            f"cpu-bound, {label}" + (f" ({CHILDREN} children)" if label == "process" else ""),
+            cpu_jobs,
+            median,
+            cpu_jobs / median,
+        )
+        result.extra["span_s_per_round"] = spans
+        result.extra["steps_per_job"] = CPU_STEPS
+        if label != "process":
+            # Per round: this executor's span over the process executor's, same round.
+            ratios = [s / p for s, p in zip(spans, cpu["process"], strict=True)]
+            result.extra["process_speedup"] = statistics.median(ratios)
+            result.extra["process_speedup_range"] = [min(ratios), max(ratios)]
+        results.append(result)
+    overheads = [
+        (p - a) / noop_jobs * 1000 for p, a in zip(noop["process"], noop["asyncio"], strict=True)
+    ]
+    overhead = CaseResult(
+        "no-op job, process executor",
+        noop_jobs,
+        statistics.median(noop["process"]),
+        noop_jobs / statistics.median(noop["process"]),
+    )
+    overhead.extra["overhead_ms_per_job"] = statistics.median(overheads)
+    overhead.extra["overhead_ms_range"] = [min(overheads), max(overheads)]
+    overhead.extra["asyncio_per_s"] = noop_jobs / statistics.median(noop["asyncio"])
+    results.append(overhead)
+    return results
+
+
+async def _span(
+    url: str, func: Callable[..., Any], executor: Executor, jobs: int, payload: dict[str, Any]
+) -> float:
+    """Seconds from the first job's start to the last one's finish, as the database saw
+    them, for ``jobs`` jobs run by a burst worker with two slots (the machine's cores)."""
+    settings = bench_settings(url).model_copy(
+        update={"process_pool_size": CHILDREN, "completion_flush_s": 0.001}
+    )
+    jq = JobQueue(settings=settings)
+    try:
+        task = jq.task(name="measured", executor=executor)(func)
+        for start in range(0, jobs, 1000):
+            count = min(1000, jobs - start)
+            await jq.enqueue_many([task.job(**payload) for _ in range(count)])
+        await jq.run_worker(concurrency=CHILDREN, burst=True)
+        stats = {s.status: s.count for s in await jq.stats()}
+        if stats != {JobStatus.SUCCEEDED: jobs}:
+            raise RuntimeError(f"executor benchmark check failed: {stats}")
+    finally:
+        await jq.close()
+    first, last = await asyncio.to_thread(activity_span, url)
+    return last - first
+
+
+def executor_rate(r: CaseResult) -> str:
+    """The table's text for an executor result."""
+    e = r.extra
+    if "overhead_ms_per_job" in e:
+        low, high = e["overhead_ms_range"]
+        return (
+            f"{r.per_second:,.0f}/s (asyncio {e['asyncio_per_s']:,.0f}/s); "
+            f"+{e['overhead_ms_per_job']:.2f} ms/job ({low:.2f}-{high:.2f})"
+        )
+    text = f"{r.per_second:,.1f} jobs/s ({r.n} x {e['steps_per_job']:,} steps)"
+    if "process_speedup" in e:
+        low, high = e["process_speedup_range"]
+        text += f"; process executor {e['process_speedup']:.2f}x faster ({low:.2f}-{high:.2f})"
+    return text
