@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
 import orjson
+import pydantic
 
 from .config import Settings
 from .errors import (
@@ -55,6 +56,20 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _checked_settings(make: Callable[[], Settings]) -> Settings:
+    """Settings as ``make`` builds them (from the environment, or with a URL given in code),
+    a mistake refused as a ConfigurationError that names the setting."""
+    try:
+        return make()
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            f"{str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigurationError(problems) from None
 
 
 def job_fingerprint(job: NewJob) -> str:
@@ -109,10 +124,10 @@ class JobQueue:
     """
 
     def __init__(self, database_url: str | None = None, *, settings: Settings | None = None):
-        base = settings or Settings()
+        base = settings or _checked_settings(Settings)
         if database_url is not None:
             base = base.model_copy(update={"database_url": database_url})
-            Settings.model_validate(base.model_dump())  # same checks as the environment gets
+            _checked_settings(lambda: Settings.model_validate(base.model_dump()))
         self.settings = base
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: list[Schedule] = []  # see periodic()
@@ -136,7 +151,7 @@ class JobQueue:
         if self._driver is not None:
             raise ConfigurationError("already connected to its database; cannot switch it")
         base = self.settings.model_copy(update={"database_url": database_url})
-        Settings.model_validate(base.model_dump())  # same checks as the environment gets
+        _checked_settings(lambda: Settings.model_validate(base.model_dump()))
         self.settings = base
 
     async def open(self) -> None:

@@ -25,7 +25,7 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stop_now = asyncio.Event()
+        self._finished = asyncio.Event()  # clear while run() runs
+        self._finished.set()
         self._completer = Completer(
             self.driver,
             flush_s=self.settings.completion_flush_s,
@@ -123,13 +125,15 @@ class Worker:
         )
 
     # ------------------------------------------------------------------ control
-    def stop(self, *, graceful: bool = True) -> None:
+    def stop(self, *, graceful: bool = True) -> Stopping:
         """Stop claiming; in-flight jobs get ``shutdown_grace_s`` to finish (none if not
-        graceful), then they are cancelled and handed back to the queue."""
+        graceful), then they are cancelled and handed back to the queue. Returns at once;
+        ``await worker.stop()`` also waits until ``run()`` has returned."""
         if self._stopping.is_set() or not graceful:
             self._stop_now.set()
         self._stopping.set()
         self._wake.set()
+        return Stopping(self._finished)
 
     def install_signal_handlers(
         self, loop: asyncio.AbstractEventLoop, received_before: Sequence[signal.Signals] = ()
@@ -152,6 +156,14 @@ class Worker:
 
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
+        """Work until stopped (or, with ``burst``, until no due work is left)."""
+        self._finished.clear()
+        try:
+            await self._run()
+        finally:
+            self._finished.set()
+
+    async def _run(self) -> None:
         await self.driver.open()
         registration = WorkerRegistration(
             id=self.id,
@@ -551,6 +563,17 @@ class Worker:
                     await self.maintenance.round()
             except Exception as exc:  # outages: keep beating, the next tick retries
                 self.log.warning("heartbeat failed", error=str(exc))
+
+
+class Stopping:
+    """What ``Worker.stop()`` returns: awaiting it waits until the worker has stopped
+    (at once if it is not running); ignoring it is fine too."""
+
+    def __init__(self, finished: asyncio.Event) -> None:
+        self._finished = finished
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        return self._finished.wait().__await__()
 
 
 class WorkerMeters:
