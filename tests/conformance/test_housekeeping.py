@@ -30,8 +30,8 @@ async def finish_all(driver: Driver, count: int) -> None:
 
 
 async def test_one_round_of_retention_deletes_every_expired_job(db_url: str) -> None:
-    # More than a round used to delete (20 batches of 500): the rest waited for later rounds,
-    # ten seconds apart, however fast jobs finished.
+    # Many batches' worth: one round deletes them all, rather than leaving the rest to later
+    # rounds, however fast jobs finish.
     jq = JobQueue(settings=fast_settings(db_url, retention=timedelta(0)))
     try:
         await finish_all(jq.driver, 12_000)

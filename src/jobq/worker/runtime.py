@@ -159,8 +159,7 @@ class Worker:
         ):
             return  # stopped before the database came back: nothing claimed, nothing to undo
         self.log.info("worker started", queues=self.queues or "all", concurrency=self.concurrency)
-        # Jobs left running by workers that died while nothing was watching (seed 000's
-        # startup sweep).
+        # Jobs left running by workers that died while nothing was watching.
         await self._rescue()
         # Before the first claim: a backlog loaded since the last ANALYZE would otherwise be
         # claimed with a plan made for a small table (measured on a 1,000,000-job backlog:
@@ -537,9 +536,8 @@ class Worker:
     async def _purge_expired(self) -> tuple[int, bool]:
         """Retention: delete finished jobs past their keep-time, in batches, until none is
         due or PURGE_BATCHES_PER_STATUS batches of a status are done. Returns how many were
-        deleted, and whether any status was left with jobs due. (Before, a round deleted at
-        most 20 batches of 500, rounds 10 s apart: 1,000 jobs a second, however fast they
-        finished.)"""
+        deleted, and whether any status was left with jobs due (the next round then comes at
+        once), so that retention keeps pace with any rate of work."""
         rules = [
             (JobStatus.SUCCEEDED, self.settings.retention),
             (JobStatus.CANCELLED, self.settings.retention),
