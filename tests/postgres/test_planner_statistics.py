@@ -5,8 +5,6 @@ sorting every queued row (the 1,000,000-job drain ran at a tenth of its speed fo
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from typing import Any
 
 import psycopg
@@ -85,24 +83,6 @@ async def test_a_short_queue_is_left_alone(pg_url: str) -> None:
         assert not await driver.refresh_statistics()  # any plan is fast for 500 jobs
     finally:
         await driver.close()
-
-
-# SQLite has no statistics to refresh: its claims name their index. A worker serving all
-# queues or one must read that index in claim order, without sorting the waiting jobs in a
-# temporary B-tree (several queues do sort; see claim_batch_by_queue).
-SQLITE_CLAIMS = ("claim_batch_any_queue", "claim_batch_one_queue")
-
-
-@pytest.mark.parametrize("query_name", SQLITE_CLAIMS)
-def test_no_sqlite_claim_sorts_the_backlog(sqlite_url: str, query_name: str) -> None:
-    path = sqlite_url.removeprefix("sqlite:///")
-    query = load_queries("sqlite")[query_name]
-    args = {"worker_id": "w", "limit": 100, "now": 4e9, "queue": "default"}
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.executemany("INSERT INTO jobq_jobs (kind) VALUES (?)", [("noop",)] * 2000)
-        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, args)]
-    assert any("jobq_jobs_claim_" in step for step in plan), plan
-    assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
 # The batch statements that name their jobs by id must reach them through the primary key:
