@@ -27,7 +27,7 @@ def main(paths: list[str]) -> None:
         with open(path) as handle:
             for result in json.load(handle)["results"]:
                 by_case[result["case"]].append(result)
-    print("| case | runs | jobs/s | vs bare loop | other | worker CPU s | db CPU s |")
+    print("| case | runs | jobs/s | vs bare reference | other | worker CPU s | db CPU s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for case, results in by_case.items():
         rates = [r["per_second"] for r in results if r["per_second"]]

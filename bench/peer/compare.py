@@ -1,8 +1,8 @@
 """jobq against the peer, run by run: ``jobq bench --json`` files and ``pgqueuer_bench.py
 --json`` files of the same rounds, given in the same order, paired by position.
 
-python bench/peer/compare.py --jobq final-pg-1.json final-pg-2.json \\
-    --peer final-peer-1.json final-peer-2.json
+python bench/peer/compare.py --jobq jobq-1.json jobq-2.json jobq-3.json \\
+    --peer peer-1.json peer-2.json peer-3.json
 
 For each case both measured: the median (min-max) of each side, and of the per-round ratio
 jobq ÷ peer (throughput: above 1 is jobq faster; latency: below 1 is jobq quicker). Ratios

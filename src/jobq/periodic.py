@@ -196,7 +196,7 @@ class Schedule:
         )
         try:
             # A job the database would refuse is refused here, at registration, not at each
-            # tick (where it was only logged, and no job was ever made).
+            # tick (where it could only be logged, and no job would ever be made).
             refuse_unstorable_job(schedule.job_of(task, utc_now()))
         except InvalidJobError as exc:
             raise ConfigurationError(f"schedule {schedule.name!r}: {exc}") from exc

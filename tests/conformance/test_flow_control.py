@@ -312,8 +312,8 @@ async def test_an_empty_queue_no_attempts_or_a_bad_delay_is_refused(
 async def test_progress_and_results_that_cannot_be_stored_are_refused_alike(
     driver: Driver,
 ) -> None:
-    """A NUL, or what JSON cannot hold: PostgreSQL failed on it with its own error where
-    SQLite stored it; both refuse it now, before writing."""
+    """A NUL, or what JSON cannot hold: PostgreSQL would fail on it with its own error where
+    SQLite would store it; both refuse it, before writing."""
     [job] = await driver.enqueue_many([NewJob(kind="k")])
     for value, message in [("a\x00b", "U\\+0000"), ({1, 2}, "not JSON-serializable")]:
         with pytest.raises(InvalidJobError, match=message):

@@ -108,8 +108,8 @@ async def waiting_for_database(process: subprocess.Popen[bytes], lines: list[str
 
 async def test_worker_started_in_an_outage_waits_for_the_database(own_server: PgServer) -> None:
     """A worker that starts while the database is down (a supervisor's restart, or one still
-    starting when the outage began) waits for it: it used to exit 1 on its migration or its
-    registration. A SIGTERM while it waits is still a clean stop."""
+    starting when the outage began) waits for it rather than exiting 1 on its migration or
+    its registration. A SIGTERM while it waits is still a clean stop."""
     with psycopg.connect(own_server.admin_url, autocommit=True) as admin:
         admin.execute("CREATE DATABASE outage")
     url = own_server.url_for("outage")

@@ -150,7 +150,7 @@ def replay_or_conflict(existing: Job, body: JobIn, response: Response, state: Ap
 
 # The Idempotency-Key header of POST /jobs, read by the route itself: as a declared FastAPI
 # parameter it cost about 100 function calls a request (cProfile: 741 a request without it,
-# against 847). Checked and documented as the declared parameter was.
+# against 847). Checked and documented as a declared parameter would be.
 _IDEMPOTENCY_KEY = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=255)])
 _IDEMPOTENCY_KEY_PARAMETER = {
     "name": "Idempotency-Key",
@@ -231,7 +231,7 @@ async def create_job(
     summary="Enqueue many jobs in one round trip",
     description=(
         "Body: a JSON array of jobs (`application/json`), or a multipart form with a JSON "
-        "file in the field `file` (seed 004). Valid items are created together; invalid "
+        "file in the field `file`. Valid items are created together; invalid "
         "ones are reported by index and change nothing. An item's `idempotency_key` works as "
         "on POST /jobs: the same job again is answered with the first one's id, another job "
         "under a key already used is that item's error."

@@ -21,8 +21,8 @@ NameFilter = Annotated[str | None, Query(max_length=128, pattern=NO_NUL_PATTERN)
 
 # Ids in a JSON body go up to 2**53 - 1, the largest integer every JSON parser holds exactly
 # (ids are a sequence from 1; 2**53 is centuries away). It is also a bound the spec can state:
-# FastAPI's OpenAPI model stores body bounds as floats, so 2**63 - 1 was published as
-# 9.223372036854776e18, which promised ids the server refuses.
+# FastAPI's OpenAPI model stores body bounds as floats, so 2**63 - 1 would be published as
+# 9.223372036854776e18, which promises ids the server refuses.
 JobIdValue = Annotated[int, Field(ge=1, le=2**53 - 1)]
 
 

@@ -1,6 +1,5 @@
 """The references the figures are compared with, measured in the same run, on a bare table
-(id, status, payload) with no features (no attempts, leases, errors or metrics), as in
-PERFORMANCE-NOTES.md.
+(id, status, payload) with no features (no attempts, leases, errors or metrics).
 
 Drain: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT b) RETURNING``,
 then one ``UPDATE ... WHERE id = ANY(ids)`` per batch (SQLite: the same with UPDATE ...

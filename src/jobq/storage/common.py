@@ -65,7 +65,7 @@ def job_from_values(values: Sequence[Any]) -> Job:
 
 
 # The times both databases and Python's datetime hold in every time zone: a run_at outside
-# them was stored by PostgreSQL and then could not be read back (a BC date in UTC).
+# them is stored by PostgreSQL and then cannot be read back (a BC date in UTC).
 EARLIEST_RUN_AT = datetime(1, 1, 2, tzinfo=UTC)
 LATEST_RUN_AT = datetime(9999, 12, 30, tzinfo=UTC)
 

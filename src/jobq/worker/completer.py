@@ -1,8 +1,8 @@
 """Batched writing of job outcomes: many finished jobs, one statement.
 
 Writing each completion on its own costs a round trip and a commit per job, which caps a
-worker at a few thousand jobs/s (see PERFORMANCE-NOTES.md). The completer collects outcomes for
-at most ``flush_s`` (or until ``batch_size`` are waiting) and writes them together. A write that
+worker at a few thousand jobs/s. The completer collects outcomes for at most ``flush_s`` (or
+until ``batch_size`` are waiting) and writes them together. A write that
 fails (database restart) is retried with backoff; outcomes stay in memory until written, and
 the lease guard (status = running AND attempt) makes a retried write harmless.
 """

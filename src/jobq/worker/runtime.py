@@ -177,8 +177,7 @@ class Worker:
         ):
             return  # stopped before the database came back: nothing claimed, nothing to undo
         self.log.info("worker started", queues=self.queues or "all", concurrency=self.concurrency)
-        # Jobs left running by workers that died while nothing was watching (seed 000's
-        # startup sweep).
+        # Jobs left running by workers that died while nothing was watching.
         await self.maintenance.rescue()
         # Before the first claim: a backlog loaded since the last ANALYZE would otherwise be
         # claimed with a plan made for a small table (measured on a 1,000,000-job backlog:

@@ -1,4 +1,4 @@
-"""The demo kinds (seed 003): fake work with fixed steps, durations and failure odds.
+"""The demo kinds: fake work with fixed steps, durations and failure odds.
 
 Each kind is a plan of steps; a step sleeps, then fails with its probability — on the first
 attempt only, so the path queued -> running -> retrying -> running -> succeeded is reproducible.
