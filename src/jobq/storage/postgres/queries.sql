@@ -271,16 +271,12 @@ WHERE s.kind = w.kind AND s.started_at <= now() - make_interval(secs => w.window
 -- name: complete_many
 -- Completions and failures update the jobs table alone, found by primary key (id = ANY),
 -- each row's own values picked from the arrays at its id's position: the driver sends the
--- ids sorted, so width_bucket finds it by binary search. Joined to unnest() of
--- the arrays instead, the plan hung on the statistics: when they said few jobs were
--- running (as after the ANALYZE at the start of a drain) the planner read the whole running
--- index through a bitmap scan, which never marks the dead entries it meets, so each batch
--- revisited the entry of every job that had run since the last VACUUM (draining 1,000,000
--- jobs with autovacuum off, in 4 drains of 20: 40-190 ms a batch of 500 by auto_explain,
--- about 3,000 jobs/s for most of the run instead of 40,000); or it looped over the arrays
--- once per row (46 ms a batch). The status guard is written "(…) IS TRUE" so that no
--- status-partial index's predicate matches it. EXPLAIN ANALYZE of a batch of 500 at the
--- start of a drain: 3.4-3.7 ms, against 4.8 ms joined (with the plan that went well).
+-- ids sorted, so width_bucket finds it by binary search. Not a join to unnest() of the
+-- arrays: such a plan depends on the statistics, and when they say few jobs are running
+-- the planner reads the whole running index through a bitmap scan, which never marks the
+-- dead entries it meets, so every batch revisits the entry of each job run since the last
+-- VACUUM (an order of magnitude slower on a long drain). The status guard is written
+-- "(…) IS TRUE" so that no status-partial index's predicate matches it.
 UPDATE jobq_jobs j
 SET status = 'succeeded',
     result = (%(results)s::text[])[width_bucket(j.id, %(ids)s::bigint[])]::jsonb,
