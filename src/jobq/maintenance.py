@@ -90,17 +90,22 @@ class Maintenance:
             )
 
     async def run(self) -> None:
-        """Rounds on the beat until cancelled (for processes without a heartbeat loop of
-        their own, such as the API). Outages are logged, and the next round tries again."""
+        """Rounds on the beat until ``request_stop`` (for processes without a heartbeat
+        loop of their own, such as the API); then the duties end and the lease is handed
+        over. Outages are logged, and the next round tries again."""
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     await self.round()
                 except Exception as exc:
                     self.log.warning("maintenance round failed", error=str(exc))
-                await asyncio.sleep(self.every_s)
+                await self._pause(self.every_s)
         finally:
             await self.stop()
+
+    def request_stop(self) -> None:
+        """Ask ``run`` to end after the round in progress, if any."""
+        self._stopping.set()
 
     async def stop(self) -> None:
         """End the background duties and hand the lease over at once, without waiting for

@@ -34,10 +34,9 @@ def create_app(
         await jobq.open()
         # With a worker, its maintenance is this process's; without, the API takes part in
         # the housekeeping election itself.
+        keeper = None if worker else jobq.maintenance()
         housekeeping = (
-            None
-            if worker
-            else asyncio.create_task(jobq.maintenance().run(), name="jobq-maintenance")
+            None if keeper is None else asyncio.create_task(keeper.run(), name="jobq-maintenance")
         )
         worker_run = asyncio.create_task(worker.run(), name="jobq-worker") if worker else None
         try:
@@ -46,7 +45,11 @@ def create_app(
             if worker is not None and worker_run is not None:
                 worker.stop()
                 await worker_run
-            if housekeeping is not None:
+            if keeper is not None and housekeeping is not None:
+                # Let the round in progress finish rather than cut its statements off;
+                # one held up by an outage is cancelled after the grace period.
+                keeper.request_stop()
+                await asyncio.wait({housekeeping}, timeout=settings.shutdown_grace_s)
                 housekeeping.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await housekeeping

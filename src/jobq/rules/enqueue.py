@@ -161,6 +161,8 @@ def match_inserted(requested: Sequence[NewJob], inserted: Inserted) -> list[Enqu
     job, when the request fingerprints differ) or met its unique key held.
     """
     created = sorted(inserted.created, key=lambda j: j.id)
+    if not any(j.idempotency_key is not None or j.unique_key is not None for j in requested):
+        return all_created(created)  # every request made a row, in request order
     by_key: dict[str, Job] = {}
     by_unique: dict[str, Job] = {}
     for job in [*inserted.existing, *created]:  # a row inserted now wins over an older one
@@ -184,7 +186,8 @@ def match_inserted(requested: Sequence[NewJob], inserted: Inserted) -> list[Enqu
             job = next(plain)
         else:  # the row that held the key was gone by the time it was looked up
             raise ContentionError("a conflicting job changed meanwhile; enqueue again")
-        result.append(Enqueued(job, _outcome(asked, job, new=job.id in new_ids - answered)))
+        new = job.id in new_ids and job.id not in answered
+        result.append(Enqueued(job, _outcome(asked, job, new=new)))
         answered.add(job.id)
     return result
 
