@@ -21,10 +21,12 @@ from .storage.base import (
     CancelResult,
     ClaimLimits,
     Driver,
+    FinishedSample,
     ListParams,
     NewJob,
     QueueStat,
     RateLimit,
+    StatusCount,
 )
 from .storage.common import refuse_unstorable_job
 from .task import (
@@ -47,6 +49,12 @@ def _found(job_id: int, job: Job | None) -> Job:
     if job is None:
         raise JobNotFoundError(f"no job with id {job_id}")
     return job
+
+
+def _queue_name(queue: str) -> str:
+    if not 1 <= len(queue) <= 128 or "\x00" in queue:
+        raise InvalidJobError("a queue name is 1 to 128 characters, without NUL")
+    return queue
 
 
 class EnqueueOptions(TypedDict, total=False):
@@ -431,6 +439,55 @@ class JobQueue:
 
     async def workers(self) -> list[WorkerInfo]:
         return await self.driver.workers()
+
+    async def list_jobs(self, params: ListParams) -> list[Job]:
+        """Jobs matching every filter of ``params``, newest first (keyset pagination)."""
+        return await self.driver.list_jobs(params)
+
+    async def job_by_idempotency_key(self, key: str) -> Job | None:
+        return await self.driver.get_by_idempotency_key(key)
+
+    async def dependents(self, job_id: int) -> list[int]:
+        """Ids of the jobs waiting for (or released by) this one, at most 100."""
+        return await self.driver.dependents_of(job_id)
+
+    async def pause_queue(self, queue: str) -> bool:
+        """Workers claim no more jobs of ``queue`` (running ones finish) until it is resumed;
+        True when it was not paused yet. Workers in other processes stop within a moment: at
+        once on PostgreSQL (a notification), and on SQLite at their next wake-up or poll."""
+        return await self.driver.set_queue_paused(_queue_name(queue), True)
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Workers claim jobs of ``queue`` again; True when it was paused."""
+        return await self.driver.set_queue_paused(_queue_name(queue), False)
+
+    async def paused_queues(self) -> dict[str, datetime]:
+        return await self.driver.paused_queues()
+
+    async def waiting_queues(self) -> list[str]:
+        """Queues with jobs waiting to be claimed."""
+        return await self.driver.waiting_queues()
+
+    async def counts_by_queue(self, statuses: Sequence[JobStatus], cap: int) -> list[StatusCount]:
+        """Jobs by queue for each status, reading at most ``cap`` jobs of a status (whose
+        counts are then lower bounds): bounded however large the table grows."""
+        counts: list[StatusCount] = []
+        for status in statuses:
+            counts += await self.driver.status_by_queue(JobStatus(status), cap)
+        return counts
+
+    async def finished_counts(
+        self, since: datetime, bucket_s: int
+    ) -> list[tuple[int, JobStatus, int]]:
+        """(bucket start, succeeded or failed, count) of the jobs finished since ``since``."""
+        return await self.driver.finished_counts(since, bucket_s)
+
+    async def finished_sample(self, since: datetime, limit: int) -> list[FinishedSample]:
+        """Timings of the latest ``limit`` jobs that succeeded since ``since``."""
+        return await self.driver.finished_sample(since, limit)
+
+    async def running_by_worker(self) -> dict[str, int]:
+        return await self.driver.running_by_worker()
 
     # ------------------------------------------------------------------ working
     def worker(

@@ -19,6 +19,7 @@ from .problems import Problem, install_problem_handlers
 from .routes_events import router as events_router
 from .routes_jobs import router as jobs_router
 from .routes_ops import router as ops_router
+from .routes_pause import router as pause_router
 from .state import ApiState
 
 log = structlog.get_logger("jobq.api")
@@ -79,6 +80,7 @@ def create_app(
     app.include_router(jobs_router)
     app.include_router(events_router)
     app.include_router(ops_router)
+    app.include_router(pause_router)
 
     def body_limit(path: str) -> int:
         return settings.max_bulk_bytes if path == "/jobs/bulk" else settings.max_request_bytes

@@ -45,6 +45,7 @@ from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerReg
 from ..storage.common import storable_json
 from .completer import Completer
 from .context import JobContext
+from .pausing import ClaimableQueues
 
 if TYPE_CHECKING:
     from ..app import JobQueue
@@ -82,6 +83,7 @@ class Worker:
         self.queues = list(queues) if queues is not None else None
         # Read once: tasks are registered before workers start. None keeps the plain claim.
         self._limits = jobq.claim_limits() or None
+        self._claimable = ClaimableQueues(jobq, self.queues, self.settings.poll_interval_s)
         self.concurrency = concurrency
         self._claim_size = (concurrency + 1) // 2
         self.burst = burst
@@ -236,14 +238,19 @@ class Worker:
             # and this process's overlap instead of taking turns.
             wanted = min(free, self._claim_size)
             try:
-                jobs = await self.driver.claim_batch(
-                    ClaimParams(
-                        self.id,
-                        wanted,
-                        self.queues,
-                        limits=self._limits,
-                        fair_tenants=self.settings.tenant_fairness,
+                queues = await self._claimable.current()  # the served ones less the paused
+                jobs = (
+                    await self.driver.claim_batch(
+                        ClaimParams(
+                            self.id,
+                            wanted,
+                            queues,
+                            limits=self._limits,
+                            fair_tenants=self.settings.tenant_fairness,
+                        )
                     )
+                    if queues is None or queues
+                    else []
                 )
                 backoff = 0.0
             except Exception as exc:  # outage: back off with jitter, keep the worker alive
@@ -267,7 +274,8 @@ class Worker:
             await self._wait_any(self._slot_freed, self._stopping)
             return False
         await self._completer.flushed()
-        return await self.driver.count_claimable(self.queues) == 0
+        queues = await self._claimable.current()
+        return queues == [] or await self.driver.count_claimable(queues) == 0
 
     @staticmethod
     async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
@@ -279,7 +287,10 @@ class Worker:
                 w.cancel()
 
     def _on_notification(self, kind: str, value: str) -> None:
-        if kind == "new":
+        self._claimable.on_notification(kind, value)
+        if kind == "resume":
+            self._wake.set()
+        elif kind == "new":
             if value == "*" or self.queues is None or value in self.queues:
                 self._wake.set()
         elif kind == "cancel":

@@ -35,10 +35,12 @@ from ..base import (
     ClaimParams,
     Completion,
     Failure,
+    FinishedSample,
     ListParams,
     NewJob,
     NotificationHandler,
     QueueStat,
+    StatusCount,
     WorkerRegistration,
     unique_states_mask,
 )
@@ -1221,6 +1223,62 @@ class PostgresDriver:
         listener = PostgresListener(self._url, handler, self._bus)
         await listener.start()
         return listener
+
+    # ------------------------------------------------------------------ pausing, dashboard
+    async def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        event = "pause" if paused else "resume"
+        async with self._transaction() as conn:
+            cur = await conn.execute(
+                self._q["pause_queue" if paused else "resume_queue"], {"queue": queue}
+            )
+            changed = bool(await cur.fetchall())
+            if changed:
+                await conn.execute(self._q["notify_paused"], {"event": event, "queue": queue})
+        if changed:
+            self._bus.publish(event, queue)
+        return changed
+
+    async def paused_queues(self) -> dict[str, datetime]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["paused_queues"])
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def waiting_queues(self) -> list[str]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["waiting_queues"])
+            return [r[0] for r in await cur.fetchall()]
+
+    async def status_by_queue(self, status: JobStatus, cap: int) -> list[StatusCount]:
+        async with self._connection() as conn:
+            # Unprepared: planned for the status asked, so that each reads its own index.
+            cur = await conn.execute(
+                self._q["status_by_queue"], {"status": str(status), "cap": cap}, prepare=False
+            )
+            return [StatusCount(r[0], status, r[1], r[2]) for r in await cur.fetchall()]
+
+    async def finished_counts(
+        self, since: datetime, bucket_s: int
+    ) -> list[tuple[int, JobStatus, int]]:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                self._q["finished_counts"], {"since": since, "bucket_s": bucket_s}
+            )
+            return [(int(r[0]), JobStatus(r[1]), r[2]) for r in await cur.fetchall()]
+
+    async def finished_sample(self, since: datetime, limit: int) -> list[FinishedSample]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["finished_sample"], {"since": since, "limit": limit})
+            return [FinishedSample(*r) for r in await cur.fetchall()]
+
+    async def running_by_worker(self) -> dict[str, int]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["running_by_worker"])
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def dependents_of(self, job_id: int) -> list[int]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["dependents_of"], {"id": job_id})
+            return [r[0] for r in await cur.fetchall()]
 
 
 class PostgresListener:

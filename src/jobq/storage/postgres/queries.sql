@@ -550,3 +550,73 @@ SELECT set_config('lock_timeout', '1s', true), set_config('statement_timeout', '
 
 -- name: analyze_jobs
 ANALYZE (SKIP_LOCKED) jobq_jobs
+
+-- name: pause_queue
+-- A row when the queue was not paused yet (the caller then tells the workers).
+INSERT INTO jobq_paused_queues (queue) VALUES (%(queue)s)
+ON CONFLICT (queue) DO NOTHING
+RETURNING queue
+
+-- name: resume_queue
+DELETE FROM jobq_paused_queues WHERE queue = %(queue)s RETURNING queue
+
+-- name: notify_paused
+SELECT pg_notify('jobq', %(event)s || ':' || %(queue)s)
+
+-- name: paused_queues
+SELECT queue, paused_at FROM jobq_paused_queues ORDER BY queue
+
+-- name: waiting_queues
+-- The queues that have jobs waiting to be claimed, one index probe per queue: a skip scan
+-- down the claim index instead of reading every waiting job.
+WITH RECURSIVE q(queue) AS (
+    (SELECT queue FROM jobq_jobs WHERE status IN ('queued', 'retrying')
+     ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM jobq_jobs j
+            WHERE j.status IN ('queued', 'retrying') AND j.queue > q.queue
+            ORDER BY j.queue LIMIT 1)
+    FROM q WHERE q.queue IS NOT NULL
+)
+SELECT queue FROM q WHERE queue IS NOT NULL
+
+-- name: status_by_queue
+-- Jobs of one status by queue, reading at most %(cap)s of them (through the claim, running
+-- or rare-status index the status has), with the earliest run_at among those read.
+SELECT queue, count(*), min(run_at) FROM (
+    SELECT queue, run_at FROM jobq_jobs WHERE status = %(status)s LIMIT %(cap)s
+) t
+GROUP BY queue ORDER BY queue
+
+-- name: finished_counts
+-- Succeeded and failed jobs by finish time, in buckets of %(bucket_s)s seconds since
+-- %(since)s: succeeded ones through their finish-time index, failed ones (the dead-letter
+-- set, few) through the rare-status index.
+SELECT floor(extract(epoch FROM finished_at) / %(bucket_s)s)::bigint * %(bucket_s)s,
+       status, count(*)
+FROM jobq_jobs
+WHERE status = 'succeeded' AND finished_at >= %(since)s
+GROUP BY 1, 2
+UNION ALL
+SELECT floor(extract(epoch FROM finished_at) / %(bucket_s)s)::bigint * %(bucket_s)s,
+       status, count(*)
+FROM jobq_jobs
+WHERE status = 'failed' AND finished_at >= %(since)s
+GROUP BY 1, 2
+
+-- name: finished_sample
+-- The latest %(limit)s jobs that succeeded since %(since)s, newest first: what the
+-- dashboard's time-in-queue and run-time percentiles are computed from.
+SELECT extract(epoch FROM finished_at)::float8,
+       extract(epoch FROM started_at - run_at)::float8,
+       extract(epoch FROM finished_at - started_at)::float8
+FROM jobq_jobs
+WHERE status = 'succeeded' AND finished_at >= %(since)s AND started_at IS NOT NULL
+ORDER BY finished_at DESC
+LIMIT %(limit)s
+
+-- name: running_by_worker
+SELECT locked_by, count(*) FROM jobq_jobs WHERE status = 'running' GROUP BY locked_by
+
+-- name: dependents_of
+SELECT job_id FROM jobq_job_dependencies WHERE parent_id = %(id)s ORDER BY job_id LIMIT 100

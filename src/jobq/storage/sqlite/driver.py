@@ -54,10 +54,12 @@ from ..base import (
     ClaimParams,
     Completion,
     Failure,
+    FinishedSample,
     ListParams,
     NewJob,
     NotificationHandler,
     QueueStat,
+    StatusCount,
     WorkerRegistration,
     unique_states_mask,
 )
@@ -1200,3 +1202,44 @@ class SqliteDriver:
     ) -> LocalListener:
         # Besides this process's own events: other processes' commits (see watch.py).
         return await CommitWatcher.start(self._bus, handler, self._path, queues)
+
+    # ------------------------------------------------------------------ pausing, dashboard
+    async def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        if paused:
+            rows = await self._write("pause_queue", {"queue": queue, "now": time.time()})
+        else:
+            rows = await self._write("resume_queue", {"queue": queue})
+        if rows:
+            # Other processes learn it at their next look at the paused set (a wake-up from
+            # the commit watcher, or the poll interval): SQLite has no notifications.
+            self._bus.publish("pause" if paused else "resume", queue)
+        return bool(rows)
+
+    async def paused_queues(self) -> dict[str, datetime]:
+        return {r[0]: _datetime(r[1]) for r in await self._read("paused_queues")}
+
+    async def waiting_queues(self) -> list[str]:
+        return [r[0] for r in await self._read("waiting_queues")]
+
+    async def status_by_queue(self, status: JobStatus, cap: int) -> list[StatusCount]:
+        rows = await self._read("status_by_queue", {"status": str(status), "cap": cap})
+        return [
+            StatusCount(r[0], status, r[1], _datetime(r[2]) if r[2] is not None else None)
+            for r in rows
+        ]
+
+    async def finished_counts(
+        self, since: datetime, bucket_s: int
+    ) -> list[tuple[int, JobStatus, int]]:
+        rows = await self._read("finished_counts", {"since": _epoch(since), "bucket_s": bucket_s})
+        return [(int(r[0]), JobStatus(r[1]), r[2]) for r in rows]
+
+    async def finished_sample(self, since: datetime, limit: int) -> list[FinishedSample]:
+        rows = await self._read("finished_sample", {"since": _epoch(since), "limit": limit})
+        return [FinishedSample(*r) for r in rows]
+
+    async def running_by_worker(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in await self._read("running_by_worker")}
+
+    async def dependents_of(self, job_id: int) -> list[int]:
+        return [r[0] for r in await self._read("dependents_of", {"id": job_id})]

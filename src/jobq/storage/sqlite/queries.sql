@@ -413,3 +413,50 @@ DELETE FROM jobq_jobs WHERE id IN (
     LIMIT :batch
 )
 RETURNING id
+
+-- name: pause_queue
+INSERT INTO jobq_paused_queues (queue, paused_at) VALUES (:queue, :now)
+ON CONFLICT (queue) DO NOTHING
+RETURNING queue
+
+-- name: resume_queue
+DELETE FROM jobq_paused_queues WHERE queue = :queue RETURNING queue
+
+-- name: paused_queues
+SELECT queue, paused_at FROM jobq_paused_queues ORDER BY queue
+
+-- name: waiting_queues
+-- SQLite reads the distinct leading column of the claim index one probe per queue.
+SELECT DISTINCT queue FROM jobq_jobs INDEXED BY jobq_jobs_claim_by_queue
+WHERE status IN ('queued', 'retrying')
+ORDER BY queue
+
+-- name: status_by_queue
+SELECT queue, count(*), min(run_at) FROM (
+    SELECT queue, run_at FROM jobq_jobs WHERE status = :status LIMIT :cap
+)
+GROUP BY queue ORDER BY queue
+
+-- name: finished_counts
+SELECT CAST(finished_at / :bucket_s AS INTEGER) * :bucket_s, status, count(*)
+FROM jobq_jobs
+WHERE status = 'succeeded' AND finished_at >= :since
+GROUP BY 1, 2
+UNION ALL
+SELECT CAST(finished_at / :bucket_s AS INTEGER) * :bucket_s, status, count(*)
+FROM jobq_jobs
+WHERE status = 'failed' AND finished_at >= :since
+GROUP BY 1, 2
+
+-- name: finished_sample
+SELECT finished_at, started_at - run_at, finished_at - started_at
+FROM jobq_jobs
+WHERE status = 'succeeded' AND finished_at >= :since AND started_at IS NOT NULL
+ORDER BY finished_at DESC
+LIMIT :limit
+
+-- name: running_by_worker
+SELECT locked_by, count(*) FROM jobq_jobs WHERE status = 'running' GROUP BY locked_by
+
+-- name: dependents_of
+SELECT job_id FROM jobq_job_dependencies WHERE parent_id = :id ORDER BY job_id LIMIT 100

@@ -1,0 +1,2 @@
+DROP INDEX jobq_jobs_succeeded_finished;
+DROP TABLE jobq_paused_queues;
