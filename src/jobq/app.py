@@ -489,6 +489,10 @@ class JobQueue:
     async def running_by_worker(self) -> dict[str, int]:
         return await self.driver.running_by_worker()
 
+    async def discard(self, job_ids: Sequence[int]) -> list[int]:
+        """Delete dead letters (failed jobs; others are left alone) with their history."""
+        return await self.driver.discard_failed(job_ids)
+
     # ------------------------------------------------------------------ working
     def worker(
         self,

@@ -10,9 +10,11 @@ import structlog
 from fastapi import FastAPI
 
 from ..app import JobQueue
+from ..dashboard import install_dashboard
 from ..observability.metrics import Metrics
 from ..worker.runtime import Worker
 from .batching import EnqueueBatcher
+from .docs_page import install_docs
 from .limits import BodyLimitMiddleware, DepthGate, RateLimiter
 from .middleware import RequestContextMiddleware
 from .problems import Problem, install_problem_handlers
@@ -55,7 +57,7 @@ def create_app(
         title="jobq",
         summary="A durable job queue: enqueue, inspect, cancel and requeue jobs over HTTP.",
         version="0.1.0",
-        docs_url="/docs",
+        docs_url=None,  # install_docs: Swagger UI from the package, not a CDN
         redoc_url=None,
         openapi_url="/api-docs/openapi.json",
         lifespan=lifespan,
@@ -81,6 +83,8 @@ def create_app(
     app.include_router(events_router)
     app.include_router(ops_router)
     app.include_router(pause_router)
+    install_docs(app, "/api-docs/openapi.json")
+    install_dashboard(app, jobq)
 
     def body_limit(path: str) -> int:
         return settings.max_bulk_bytes if path == "/jobs/bulk" else settings.max_request_bytes

@@ -385,6 +385,11 @@ class Driver(Protocol):
         """Ids of the jobs that wait for ``job_id`` (at most 100)."""
         ...
 
+    async def discard_failed(self, job_ids: Sequence[int]) -> list[int]:
+        """Delete these jobs if they are failed (dead letters), with their history; returns
+        the ids deleted."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class StatusCount:

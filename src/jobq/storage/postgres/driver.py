@@ -1280,6 +1280,13 @@ class PostgresDriver:
             cur = await conn.execute(self._q["dependents_of"], {"id": job_id})
             return [r[0] for r in await cur.fetchall()]
 
+    async def discard_failed(self, job_ids: Sequence[int]) -> list[int]:
+        if not job_ids:
+            return []
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["discard_failed"], {"ids": list(job_ids)})
+            return sorted(r[0] for r in await cur.fetchall())
+
 
 class PostgresListener:
     """A dedicated connection LISTENing on the jobq channel; reconnects after outages.

@@ -620,3 +620,16 @@ SELECT locked_by, count(*) FROM jobq_jobs WHERE status = 'running' GROUP BY lock
 
 -- name: dependents_of
 SELECT job_id FROM jobq_job_dependencies WHERE parent_id = %(id)s ORDER BY job_id LIMIT 100
+
+-- name: discard_failed
+-- Deletes dead letters (failed jobs only), with their error history and dependency rows as
+-- retention does (purge_finished).
+WITH gone AS (
+    DELETE FROM jobq_jobs WHERE id = ANY(%(ids)s::bigint[]) AND status = 'failed'
+    RETURNING id
+), history AS (
+    DELETE FROM jobq_job_errors WHERE job_id = ANY(ARRAY(SELECT id FROM gone))
+), edges AS (
+    DELETE FROM jobq_job_dependencies WHERE job_id = ANY(ARRAY(SELECT id FROM gone))
+)
+SELECT id FROM gone

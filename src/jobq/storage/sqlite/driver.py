@@ -1243,3 +1243,9 @@ class SqliteDriver:
 
     async def dependents_of(self, job_id: int) -> list[int]:
         return [r[0] for r in await self._read("dependents_of", {"id": job_id})]
+
+    async def discard_failed(self, job_ids: Sequence[int]) -> list[int]:
+        if not job_ids:
+            return []
+        rows = await self._write("discard_failed", {"ids": dump_json(list(job_ids))})
+        return sorted(r[0] for r in rows)

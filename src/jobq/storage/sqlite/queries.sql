@@ -460,3 +460,10 @@ SELECT locked_by, count(*) FROM jobq_jobs WHERE status = 'running' GROUP BY lock
 
 -- name: dependents_of
 SELECT job_id FROM jobq_job_dependencies WHERE parent_id = :id ORDER BY job_id LIMIT 100
+
+-- name: discard_failed
+-- Deletes dead letters (failed jobs only); their error history and dependency rows go by
+-- the foreign keys' cascade.
+DELETE FROM jobq_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'failed'
+RETURNING id
