@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
+from . import rollup
 from .config import Settings
 from .errors import ConfigurationError, InvalidJobError, JobNotFoundError
 from .model import Job, JobError, JobStatus, WorkerInfo
@@ -477,14 +478,23 @@ class JobQueue:
         return counts
 
     async def finished_counts(
-        self, since: datetime, bucket_s: int
-    ) -> list[tuple[int, JobStatus, int]]:
-        """(bucket start, succeeded or failed, count) of the jobs finished since ``since``."""
-        return await self.driver.finished_counts(since, bucket_s)
+        self, since: datetime, bucket_s: int, now: datetime
+    ) -> rollup.FinishedCounts:
+        """Jobs finished since ``since`` by bucket of ``bucket_s`` seconds (a multiple of
+        60), from the per-minute summary and a live count of the latest minutes."""
+        return await rollup.finished_counts(self.driver, since, bucket_s, now)
 
-    async def finished_sample(self, since: datetime, limit: int) -> list[FinishedSample]:
-        """Timings of the latest ``limit`` jobs that succeeded since ``since``."""
-        return await self.driver.finished_sample(since, limit)
+    async def roll_up_finished(self) -> bool:
+        """Summarize the minutes closed since the last summary (the maintenance leader does,
+        see rollup.py); True when more is left."""
+        return await rollup.roll_up(self.driver)
+
+    async def finished_sample(
+        self, since: datetime, bucket_s: int, per_bucket: int
+    ) -> list[FinishedSample]:
+        """Timings of up to ``per_bucket`` of the latest jobs that succeeded in each bucket
+        of ``bucket_s`` seconds since ``since``: a bounded sample however busy the queue."""
+        return await self.driver.finished_sample(since, bucket_s, per_bucket)
 
     async def running_by_worker(self) -> dict[str, int]:
         return await self.driver.running_by_worker()

@@ -1,9 +1,10 @@
 """What the dashboard's pages show, read through JobQueue and shaped for the templates.
 
 Every read is bounded, so a page costs the same with a thousand jobs or millions: counts by
-queue read at most ``COUNT_CAP`` jobs of a status (a count that reaches it shows as "10,000+"),
-percentiles come from the latest ``SAMPLE`` jobs that succeeded in the window, and the
-throughput counts read the finish-time index over the window only.
+queue read at most ``COUNT_CAP`` waiting jobs and ``RARE_CAP`` of each other status (a count
+that reaches its cap shows as "2,000+"),
+percentiles come from a bounded sample of each bucket (the latest jobs that succeeded in
+it), and the throughput counts come from the per-minute summary (rollup.py).
 """
 
 from __future__ import annotations
@@ -21,15 +22,10 @@ from ..periodic import Schedule
 from ..storage.base import FinishedSample
 from .charts import Series, lines, stacked_bars
 
-COUNT_CAP = 10_000
-SAMPLE = 5_000
-ACTIVE_STATUSES = (
-    JobStatus.QUEUED,
-    JobStatus.RETRYING,
-    JobStatus.WAITING,
-    JobStatus.RUNNING,
-    JobStatus.FAILED,
-)
+COUNT_CAP = 100_000  # jobs waiting to run, counted through the claim index only
+RARE_CAP = 2_000  # jobs of the other statuses, each read from the table
+# QUEUED stands for "waiting to run": queued or retrying (see Driver.status_by_queue).
+ACTIVE_STATUSES = (JobStatus.WAITING, JobStatus.RUNNING, JobStatus.FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +34,11 @@ class Window:
     span: timedelta
     bucket_s: int
     label_format: str
+    per_bucket: int  # the percentiles' sample: at most this many jobs of each bucket
 
 
-WINDOWS = (
-    Window("last hour", timedelta(hours=1), 60, "%H:%M"),
-    Window("last day", timedelta(days=1), 3600, "%H:00"),
-)
+HOUR = Window("last hour", timedelta(hours=1), 60, "%H:%M", 20)
+DAY = Window("last day", timedelta(days=1), 3600, "%H:00", 60)
 
 
 @dataclass(slots=True)
@@ -55,6 +50,7 @@ class WindowCharts:
     waited: Markup
     ran: Markup
     sampled: int
+    gap: tuple[datetime, datetime] | None
 
 
 @dataclass(slots=True)
@@ -91,9 +87,10 @@ async def window_charts(jq: JobQueue, window: Window, now: datetime) -> WindowCh
     since = datetime.fromtimestamp(starts[0], UTC)
     done: dict[int, int] = {}
     failed: dict[int, int] = {}
-    for bucket, status, n in await jq.finished_counts(since, window.bucket_s):
+    counts = await jq.finished_counts(since, window.bucket_s, now)
+    for bucket, status, n in counts.rows:
         (done if status is JobStatus.SUCCEEDED else failed)[bucket] = n
-    sample = await jq.finished_sample(since, SAMPLE)
+    sample = await jq.finished_sample(since, window.bucket_s, window.per_bucket)
     labels = [datetime.fromtimestamp(s, UTC).strftime(window.label_format) for s in starts]
     waited, ran = _percentile_series(sample, starts, window.bucket_s)
     title = window.name
@@ -112,6 +109,7 @@ async def window_charts(jq: JobQueue, window: Window, now: datetime) -> WindowCh
         waited=lines(f"Time in queue, {title}", labels, waited, " s"),
         ran=lines(f"Run time, {title}", labels, ran, " s"),
         sampled=len(sample),
+        gap=counts.gap,
     )
 
 
@@ -142,14 +140,19 @@ async def queue_rows(jq: JobQueue, now: datetime) -> list[QueueRow]:
     rows: dict[str, QueueRow] = {}
     totals: dict[JobStatus, int] = {}
     paused = await jq.paused_queues()
-    for count in await jq.counts_by_queue(ACTIVE_STATUSES, COUNT_CAP):
+    counts = [
+        *await jq.counts_by_queue([JobStatus.QUEUED], COUNT_CAP),
+        *await jq.counts_by_queue(ACTIVE_STATUSES, RARE_CAP),
+    ]
+    for count in counts:
         row = rows.setdefault(count.queue, QueueRow(count.queue))
         row.counts[str(count.status)] = count.count
         totals[count.status] = totals.get(count.status, 0) + count.count
         if count.status is JobStatus.QUEUED and count.oldest_run_at is not None:
             row.oldest_waiting_s = max(0.0, (now - count.oldest_run_at).total_seconds())
     for status, total in totals.items():
-        if total >= COUNT_CAP:  # only part of this status was read: counts are lower bounds
+        cap = COUNT_CAP if status is JobStatus.QUEUED else RARE_CAP
+        if total >= cap:  # only part of this status was read: counts are lower bounds
             for row in rows.values():
                 if str(status) in row.counts:
                     row.capped.add(str(status))

@@ -247,16 +247,20 @@ def _local(target: str) -> str:
 @router.get("")
 async def overview(view: CurrentView) -> Response:
     now = datetime.now(UTC)
-    windows = [await data.window_charts(view.jobq, w, now) for w in data.WINDOWS]
-    queues = await data.queue_rows(view.jobq, now)
-    workers = await data.worker_rows(view.jobq, now)
+    # Side by side: on PostgreSQL each read has a pooled connection of its own.
+    hour, day, queues, workers = await asyncio.gather(
+        data.window_charts(view.jobq, data.HOUR, now),
+        data.window_charts(view.jobq, data.DAY, now),
+        data.queue_rows(view.jobq, now),
+        data.worker_rows(view.jobq, now),
+    )
+    windows = [hour, day]
     return view.render(
         "overview.html",
         windows=windows,
         queues=queues,
         alive=sum(w.alive for w in workers),
         workers=len(workers),
-        sample_cap=data.SAMPLE,
     )
 
 
@@ -497,6 +501,7 @@ async def queues_page(view: CurrentView) -> Response:
         kind_limits=sorted(limits.max_running_by_kind.items()),
         rate_limits=sorted(limits.rate_by_kind.items()),
         cap=data.COUNT_CAP,
+        rare_cap=data.RARE_CAP,
     )
 
 

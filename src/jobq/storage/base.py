@@ -363,7 +363,8 @@ class Driver(Protocol):
 
     async def status_by_queue(self, status: JobStatus, cap: int) -> list[StatusCount]:
         """Jobs in ``status`` by queue, reading at most ``cap`` of them: the counts are
-        exact when they add up to less than ``cap``."""
+        exact when they add up to less than ``cap``. For QUEUED: jobs waiting to be claimed,
+        queued or retrying (both in the claim index, read without the table)."""
         ...
 
     async def finished_counts(
@@ -373,8 +374,11 @@ class Driver(Protocol):
         since ``since``, in buckets of ``bucket_s`` seconds."""
         ...
 
-    async def finished_sample(self, since: datetime, limit: int) -> list[FinishedSample]:
-        """The latest ``limit`` jobs that succeeded since ``since``, newest first."""
+    async def finished_sample(
+        self, since: datetime, bucket_s: int, per_bucket: int
+    ) -> list[FinishedSample]:
+        """Up to ``per_bucket`` of the latest jobs that succeeded in each bucket of
+        ``bucket_s`` seconds from ``since`` to now."""
         ...
 
     async def running_by_worker(self) -> dict[str, int]:
@@ -383,6 +387,19 @@ class Driver(Protocol):
 
     async def dependents_of(self, job_id: int) -> list[int]:
         """Ids of the jobs that wait for ``job_id`` (at most 100)."""
+        ...
+
+    async def roll_up_finished(self, span_s: int, lag_s: int, keep_s: int) -> bool:
+        """Summarize jobs finished per minute, up to ``span_s`` seconds past the summary's
+        watermark, never within ``lag_s`` of now; forget minutes older than ``keep_s``.
+        True when more is left to summarize."""
+        ...
+
+    async def finished_rollup(
+        self, since: datetime
+    ) -> tuple[datetime | None, list[tuple[int, JobStatus, int]]]:
+        """The summary's watermark (None before the first summary), and its (minute start
+        as epoch seconds, status, count) rows since ``since``."""
         ...
 
     async def discard_failed(self, job_ids: Sequence[int]) -> list[int]:

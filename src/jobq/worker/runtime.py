@@ -59,6 +59,7 @@ MAINTENANCE_LEASE = "maintenance"
 # work for it: a busy queue finishes tens of thousands of jobs a second, and every one of them
 # leaves dead row versions that each claim walks past until they are cleaned up.
 HOUSEKEEPING_EVERY_S = 1.0
+ROLLUP_EVERY_S = 10.0  # the charts' summary of finished jobs: a closed minute shows this soon
 PURGE_BATCH = 2000  # jobs deleted per statement: short locks, few round trips
 PURGE_BATCHES_PER_STATUS = 50  # a round's most for one status, so that each gets its turn
 
@@ -517,7 +518,17 @@ class Worker:
         """While this worker leads: retention, and a VACUUM of the jobs table where nothing
         else keeps up with it, side by side (on a busy queue the purge is hardly ever done;
         the VACUUM must not wait for it)."""
-        await asyncio.gather(self._retention_rounds(), self._vacuum_rounds())
+        await asyncio.gather(self._retention_rounds(), self._vacuum_rounds(), self._rollup_rounds())
+
+    async def _rollup_rounds(self) -> None:
+        """The per-minute summary of finished jobs behind the dashboard's charts."""
+        while self.is_leader and not self._stopping.is_set():
+            behind = False
+            try:
+                behind = await self.jobq.roll_up_finished()
+            except Exception as exc:  # an outage: the next round tries again
+                self.log.warning("finished-jobs summary failed", error=str(exc))
+            await self._wait_any(self._stopping, timeout=0 if behind else ROLLUP_EVERY_S)
 
     async def _retention_rounds(self) -> None:
         while self.is_leader and not self._stopping.is_set():

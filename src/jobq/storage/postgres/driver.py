@@ -1249,10 +1249,12 @@ class PostgresDriver:
             return [r[0] for r in await cur.fetchall()]
 
     async def status_by_queue(self, status: JobStatus, cap: int) -> list[StatusCount]:
+        # Queued means queued or retrying here: the two the claim index holds (see Driver).
+        query = "waiting_by_queue" if status is JobStatus.QUEUED else "status_by_queue"
         async with self._connection() as conn:
             # Unprepared: planned for the status asked, so that each reads its own index.
             cur = await conn.execute(
-                self._q["status_by_queue"], {"status": str(status), "cap": cap}, prepare=False
+                self._q[query], {"status": str(status), "cap": cap}, prepare=False
             )
             return [StatusCount(r[0], status, r[1], r[2]) for r in await cur.fetchall()]
 
@@ -1265,9 +1267,12 @@ class PostgresDriver:
             )
             return [(int(r[0]), JobStatus(r[1]), r[2]) for r in await cur.fetchall()]
 
-    async def finished_sample(self, since: datetime, limit: int) -> list[FinishedSample]:
+    async def finished_sample(
+        self, since: datetime, bucket_s: int, per_bucket: int
+    ) -> list[FinishedSample]:
+        args = {"since": since, "bucket_s": bucket_s, "per_bucket": per_bucket}
         async with self._connection() as conn:
-            cur = await conn.execute(self._q["finished_sample"], {"since": since, "limit": limit})
+            cur = await conn.execute(self._q["finished_sample"], args)
             return [FinishedSample(*r) for r in await cur.fetchall()]
 
     async def running_by_worker(self) -> dict[str, int]:
@@ -1286,6 +1291,28 @@ class PostgresDriver:
         async with self._connection() as conn:
             cur = await conn.execute(self._q["discard_failed"], {"ids": list(job_ids)})
             return sorted(r[0] for r in await cur.fetchall())
+
+    async def roll_up_finished(self, span_s: int, lag_s: int, keep_s: int) -> bool:
+        async with self._transaction() as conn:
+            await conn.execute(self._q["rollup_start"])
+            cur = await conn.execute(self._q["rollup_lock"], {"span_s": span_s, "lag_s": lag_s})
+            row = await cur.fetchone()
+            if row is None or row[1] <= row[0]:
+                return False
+            through, until, behind = row
+            await conn.execute(self._q["rollup_minutes"], {"from": through, "until": until})
+            await conn.execute(self._q["rollup_advance"], {"until": until})
+            await conn.execute(self._q["rollup_forget"], {"keep_s": keep_s})
+            return bool(behind)
+
+    async def finished_rollup(
+        self, since: datetime
+    ) -> tuple[datetime | None, list[tuple[int, JobStatus, int]]]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["rollup_read"], {"since": since})
+            rows = await cur.fetchall()
+        through = rows[0][0] if rows else None
+        return through, [(int(r[1]), JobStatus(r[2]), r[3]) for r in rows if r[1] is not None]
 
 
 class PostgresListener:

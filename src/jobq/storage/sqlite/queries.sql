@@ -437,6 +437,13 @@ SELECT queue, count(*), min(run_at) FROM (
 )
 GROUP BY queue ORDER BY queue
 
+-- name: waiting_by_queue
+SELECT queue, count(*), min(run_at) FROM (
+    SELECT queue, run_at FROM jobq_jobs INDEXED BY jobq_jobs_claim_by_queue
+    WHERE status IN ('queued', 'retrying') LIMIT :cap
+)
+GROUP BY queue ORDER BY queue
+
 -- name: finished_counts
 SELECT CAST(finished_at / :bucket_s AS INTEGER) * :bucket_s, status, count(*)
 FROM jobq_jobs
@@ -449,9 +456,11 @@ WHERE status = 'failed' AND finished_at >= :since
 GROUP BY 1, 2
 
 -- name: finished_sample
+-- One bucket's share (the driver asks bucket by bucket: SQLite has no LATERAL).
 SELECT finished_at, started_at - run_at, finished_at - started_at
 FROM jobq_jobs
-WHERE status = 'succeeded' AND finished_at >= :since AND started_at IS NOT NULL
+WHERE status = 'succeeded' AND started_at IS NOT NULL
+  AND finished_at >= :start AND finished_at < :end
 ORDER BY finished_at DESC
 LIMIT :limit
 
@@ -467,3 +476,37 @@ SELECT job_id FROM jobq_job_dependencies WHERE parent_id = :id ORDER BY job_id L
 DELETE FROM jobq_jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'failed'
 RETURNING id
+
+-- name: rollup_start
+INSERT INTO jobq_rollup_watermark (name, through)
+VALUES ('finished', CAST(:now / 60 AS INTEGER) * 60 - 86400)
+ON CONFLICT (name) DO NOTHING
+
+-- name: rollup_through
+-- (SQLite: the write transaction already shuts out every other summarizer.)
+SELECT through FROM jobq_rollup_watermark WHERE name = 'finished'
+
+-- name: rollup_minutes
+-- (WHERE true: SQLite reads an upsert's ON CONFLICT after a bare FROM as a join's ON.)
+INSERT INTO jobq_finished_minutes (minute, status, jobs)
+SELECT * FROM (
+    SELECT CAST(finished_at / 60 AS INTEGER) * 60, status, count(*) FROM jobq_jobs
+    WHERE status = 'succeeded' AND finished_at >= :from AND finished_at < :until
+    GROUP BY 1, 2
+    UNION ALL
+    SELECT CAST(finished_at / 60 AS INTEGER) * 60, status, count(*) FROM jobq_jobs
+    WHERE status = 'failed' AND finished_at >= :from AND finished_at < :until
+    GROUP BY 1, 2
+) WHERE true
+ON CONFLICT (minute, status) DO UPDATE SET jobs = excluded.jobs
+
+-- name: rollup_advance
+UPDATE jobq_rollup_watermark SET through = :until WHERE name = 'finished'
+
+-- name: rollup_forget
+DELETE FROM jobq_finished_minutes WHERE minute < :now - :keep_s
+
+-- name: rollup_read
+SELECT (SELECT through FROM jobq_rollup_watermark WHERE name = 'finished'), minute, status, jobs
+FROM (SELECT 1) AS one
+LEFT JOIN jobq_finished_minutes ON minute >= :since

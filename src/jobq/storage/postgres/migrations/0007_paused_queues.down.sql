@@ -1,1 +1,0 @@
-DROP TABLE jobq_paused_queues;
