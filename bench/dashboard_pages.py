@@ -58,11 +58,11 @@ SELECT 'q' || (i % 8), 'kind' || (i % 12), json_object('n', i), s, t - 2,
        CASE WHEN s IN ('succeeded', 'failed') THEN t - 1 END,
        CASE WHEN s IN ('succeeded', 'failed') THEN t END, t,
        CASE WHEN s = 'failed' THEN 'boom' END
-FROM (SELECT i, unixepoch('now', 'subsec') - ({JOBS} - i) * 0.086 AS t,
+FROM (SELECT i, (julianday('now') - 2440587.5) * 86400.0 - ({JOBS} - i) * 0.086 AS t,
              CASE WHEN i % 100 < 90 THEN 'succeeded' WHEN i % 100 < 95 THEN 'failed'
                   WHEN i % 100 < 99 THEN 'queued' ELSE 'retrying' END AS s FROM n);
 UPDATE jobq_jobs SET status = 'running', locked_by = 'bench-worker', attempt = 1,
-       started_at = unixepoch('now', 'subsec') WHERE id IN (
+       started_at = (julianday('now') - 2440587.5) * 86400.0 WHERE id IN (
            SELECT id FROM jobq_jobs WHERE status = 'queued' ORDER BY id DESC LIMIT 100);
 ANALYZE;
 """

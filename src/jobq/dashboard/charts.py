@@ -33,7 +33,7 @@ def _frame(title: str, summary: str, peak: float, unit: str, labels: Sequence[st
     plot_h = HEIGHT - TOP - BOTTOM
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'preserveAspectRatio="none" aria-labelledby="{_id(title)}-t {_id(title)}-d">',
+        f'aria-labelledby="{_id(title)}-t {_id(title)}-d">',
         f'<title id="{_id(title)}-t">{escape(title)}</title>',
         f'<desc id="{_id(title)}-d">{escape(summary)}</desc>',
         f'<line class="axis" x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH}" y2="{TOP + plot_h}"/>',
