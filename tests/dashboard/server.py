@@ -25,6 +25,7 @@ from jobq.dashboard import DashboardAuth, Identity, set_key_resolver
 KEYS = {
     "admin-key": Identity("admin key", frozenset({"admin"})),
     "reader-key": Identity("reader key", frozenset({"jobs:read"})),
+    "tenant-key": Identity("tenant key", frozenset({"jobs:manage"}), tenant="acme"),
 }
 
 

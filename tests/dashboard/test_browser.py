@@ -254,3 +254,37 @@ def test_signed_out_visitors_are_sent_to_sign_in(page: Any, keyed_server: str, p
     page.goto(f"{keyed_server}{path}")
     assert "/ui/login" in page.url
     assert page.get_by_label("API key").is_visible()
+
+
+def test_a_tenant_bound_key_sees_only_its_tenant(page: Any, keyed_server: str) -> None:
+    base = keyed_server
+    ours = enqueue(base, "noop", tenant="acme", queue="tenants")
+    theirs = enqueue(base, "noop", tenant="other", queue="tenants")
+    page.goto(f"{base}/ui/login")
+    page.get_by_label("API key").fill("tenant-key")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/ui/jobs")
+    assert page.get_by_label("Tenant").input_value() == "acme"
+    shown = page.locator("#job-rows tr a").all_inner_texts()
+    assert str(ours) in shown and str(theirs) not in shown
+    assert page.goto(f"{base}/ui/jobs/{theirs}").status == 404
+    assert page.goto(f"{base}/ui/jobs/{ours}").status == 200
+    for path in ("/ui", "/ui/queues", "/ui/workers", "/ui/schedules"):
+        assert page.goto(f"{base}{path}").status == 403, path
+
+
+def test_readable_at_200_percent_zoom_and_from_the_keyboard(page: Any, keyed_server: str) -> None:
+    base = keyed_server
+    sign_in(page, base)
+    # 200 % zoom of a 1280-pixel window: a 640-pixel layout viewport.
+    page.set_viewport_size({"width": 640, "height": 450})
+    for path in PAGES.values():
+        page.goto(f"{base}{path}")
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow}px"
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        page.keyboard.press("Enter")
+        assert page.evaluate("location.hash") == "#main"

@@ -135,6 +135,12 @@ class View:
             RedirectResponse(f"{url}{sep}{urlencode({'msg': message})}", status_code=303)
         )
 
+    def require_every_tenant(self) -> None:
+        """Pages of the whole queue (counts, workers, schedules) are not for a tenant-bound
+        identity: they would show other tenants' activity."""
+        if self.identity.tenant is not None:
+            raise Forbidden(f"{self.identity.name} sees only tenant {self.identity.tenant}")
+
     def own(self, job: Job) -> Job:
         """The job, if this identity may see it (a tenant-bound key: its tenant's only)."""
         if self.identity.tenant is not None and job.tenant != self.identity.tenant:
@@ -225,8 +231,11 @@ async def login(request: Request) -> Response:
     target = target if isinstance(target, str) else "/ui"
     if identity is None:
         return _login_form(request, state, session, target, "That key is not valid.")
+    target = _local(target)
+    if identity.tenant is not None and target in ("/ui", "/ui/"):
+        target = "/ui/jobs"  # the overview is of every tenant's work
     # A new session id at sign-in, so a token planted before it is worth nothing after.
-    response = RedirectResponse(_local(target), 303)
+    response = RedirectResponse(target, 303)
     set_session_cookie(response, state.auth, state.auth.new_session(identity))
     return response
 
@@ -246,6 +255,7 @@ def _local(target: str) -> str:
 # ---------------------------------------------------------------------- overview
 @router.get("")
 async def overview(view: CurrentView) -> Response:
+    view.require_every_tenant()
     now = datetime.now(UTC)
     # Side by side: on PostgreSQL each read has a pooled connection of its own.
     hour, day, queues, workers = await asyncio.gather(
@@ -493,6 +503,7 @@ async def apply_dead(posted: Posted) -> Response:
 # ---------------------------------------------------------------------- queues, workers
 @router.get("/queues")
 async def queues_page(view: CurrentView) -> Response:
+    view.require_every_tenant()
     now = datetime.now(UTC)
     limits = view.jobq.claim_limits()
     return view.render(
@@ -509,6 +520,7 @@ async def queues_page(view: CurrentView) -> Response:
 async def pause_by_name(posted: Posted) -> Response:
     view, form = posted
     view.require(Action.PAUSE)
+    view.require_every_tenant()
     queue = form.get("queue")
     if not isinstance(queue, str) or not queue.strip():
         return view.back("/ui/queues", "Name the queue to pause")
@@ -521,6 +533,7 @@ async def pause_by_name(posted: Posted) -> Response:
 async def pause_or_resume(queue: str, verb: str, posted: Posted) -> Response:
     view, _ = posted
     view.require(Action.PAUSE)
+    view.require_every_tenant()
     if verb == "pause":
         changed = await view.jobq.pause_queue(queue)
         told = "paused" if changed else "was already paused"
@@ -534,11 +547,13 @@ async def pause_or_resume(queue: str, verb: str, posted: Posted) -> Response:
 
 @router.get("/workers")
 async def workers_page(view: CurrentView) -> Response:
+    view.require_every_tenant()
     return view.render("workers.html", workers=await data.worker_rows(view.jobq, datetime.now(UTC)))
 
 
 @router.get("/schedules")
 async def schedules_page(view: CurrentView) -> Response:
+    view.require_every_tenant()
     return view.render(
         "schedules.html", schedules=await data.schedule_rows(view.jobq, datetime.now(UTC))
     )
