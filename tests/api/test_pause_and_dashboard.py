@@ -64,3 +64,10 @@ def test_allowed_actions_follow_the_scopes() -> None:
     assert actions("jobs:manage") == frozenset(Action)
     assert actions("jobs:read") == frozenset()
     assert actions("jobs:read", "jobs:write") == frozenset()
+
+
+async def test_a_missing_job_is_a_page_saying_so(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/ui/jobs/987654321")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert "No job 987654321" in missing.text

@@ -9,7 +9,15 @@ from starlette.datastructures import FormData
 
 from ..storage.base import CancelOutcome
 from .auth import COOKIE, Action, Session
-from .session import DashboardState, Forbidden, Posted, session_of, set_session_cookie
+from .session import (
+    DashboardState,
+    Forbidden,
+    NotFound,
+    Posted,
+    View,
+    session_of,
+    set_session_cookie,
+)
 
 BULK_MAX = 1000  # most dead letters one confirmation acts on
 
@@ -83,7 +91,7 @@ def _local(target: str) -> str:
 async def cancel_job(job_id: int, posted: Posted) -> Response:
     view, _ = posted
     view.require(Action.CANCEL)
-    view.own(await view.jobq.get(job_id))
+    await view.job(job_id)
     result = await view.jobq.cancel(job_id)
     told = {
         CancelOutcome.CANCELLED: "cancelled",
@@ -98,7 +106,7 @@ async def cancel_job(job_id: int, posted: Posted) -> Response:
 async def retry_job(job_id: int, posted: Posted) -> Response:
     view, _ = posted
     view.require(Action.RETRY)
-    view.own(await view.jobq.get(job_id))
+    await view.job(job_id)
     done = await view.jobq.requeue([job_id])
     told = "queued again" if done else "not failed or cancelled: nothing to retry"
     return view.back(f"/ui/jobs/{job_id}", f"Job {job_id}: {told}")
@@ -136,7 +144,7 @@ async def apply_dead(posted: Posted) -> Response:
     view.require(action)
     ids = _ids(form)
     if view.identity.tenant is not None:
-        ids = [i for i in ids if (await view.jobq.get(i)).tenant == view.identity.tenant]
+        ids = [i for i in ids if await _visible(view, i)]
     if action is Action.REQUEUE:
         done = await view.jobq.requeue(ids)
         return view.back("/ui/dead", f"Requeued {len(done)} of {len(ids)} jobs")
@@ -171,3 +179,11 @@ async def pause_or_resume(queue: str, verb: str, posted: Posted) -> Response:
     else:
         return view.back("/ui/queues", f"Unknown action {verb!r}")
     return view.back("/ui/queues", f"Queue {queue} {told}")
+
+
+async def _visible(view: View, job_id: int) -> bool:
+    try:
+        await view.job(job_id)
+    except NotFound:
+        return False
+    return True

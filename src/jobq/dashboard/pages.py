@@ -19,7 +19,7 @@ from ..model import TERMINAL_STATUSES, Job, JobStatus
 from ..storage.base import ListParams
 from . import data
 from .auth import Identity
-from .session import CurrentView
+from .session import CurrentView, NotFound
 
 PAGE_SIZE = 50
 LIVE_EVERY_S = 1.0  # how often the jobs list's event stream looks for changes
@@ -133,14 +133,14 @@ async def jobs_live(view: CurrentView, request: Request) -> StreamingResponse:
 
 @router.get("/jobs/{job_id}")
 async def job_page(job_id: int, view: CurrentView) -> Response:
-    job = view.own(await view.jobq.get(job_id))
+    job = await view.job(job_id)
     errors = await view.jobq.errors(job_id)
     dependents = await view.jobq.dependents(job_id)
     parents = []
     for parent_id in job.depends_on[:20]:
         try:
-            parents.append(view.own(await view.jobq.get(parent_id)))
-        except JobNotFoundError:
+            parents.append(await view.job(parent_id))
+        except NotFound:
             continue  # purged by retention
     return view.render(
         "job.html",
@@ -164,14 +164,17 @@ def _percent(job: Job) -> float | None:
 @router.get("/jobs/{job_id}/live")
 async def job_live(job_id: int, view: CurrentView, request: Request) -> StreamingResponse:
     """The job's status and progress as server-sent events, until it finishes."""
-    view.own(await view.jobq.get(job_id))
+    await view.job(job_id)
 
     async def stream() -> AsyncIterator[str]:
         last: tuple[Any, ...] | None = None
         ends = time.monotonic() + LIVE_FOR_S
         yield "retry: 2000\n\n"
         while time.monotonic() < ends and not await request.is_disconnected():
-            job = await view.jobq.get(job_id)
+            try:
+                job = await view.jobq.get(job_id)
+            except JobNotFoundError:
+                return  # purged meanwhile: nothing more to follow
             now = (job.status, job.attempt, job.progress)
             if now != last:
                 last = now

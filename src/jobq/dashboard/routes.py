@@ -16,7 +16,7 @@ from ..app import JobQueue
 from ..model import JobStatus
 from . import actions, pages
 from .auth import DashboardAuth
-from .session import DashboardState, Forbidden, SignInRequired
+from .session import DashboardState, Forbidden, NotFound, SignInRequired
 
 HERE = Path(__file__).parent
 
@@ -41,7 +41,13 @@ def install_dashboard(app: FastAPI, jobq: JobQueue, auth: DashboardAuth | None =
         message = exc.message if isinstance(exc, Forbidden) else "forbidden"
         return HTMLResponse(f"<!doctype html><title>Forbidden</title><p>{escape(message)}", 403)
 
+    async def not_found(request: Request, exc: Exception) -> Response:
+        message = exc.message if isinstance(exc, NotFound) else "not found"
+        page = f'<!doctype html><title>Not found</title><p>{escape(message)} <a href="/ui">Back</a>'
+        return HTMLResponse(page, 404)
+
     app.add_exception_handler(SignInRequired, sign_in_first)
+    app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(Forbidden, forbidden)
 
 

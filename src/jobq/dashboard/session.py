@@ -28,6 +28,12 @@ class SignInRequired(Exception):
     """No identity in the session while keys are required: off to the sign-in page."""
 
 
+class NotFound(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class Forbidden(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -82,10 +88,15 @@ class View:
         if self.identity.tenant is not None:
             raise Forbidden(f"{self.identity.name} sees only tenant {self.identity.tenant}")
 
-    def own(self, job: Job) -> Job:
-        """The job, if this identity may see it (a tenant-bound key: its tenant's only)."""
+    async def job(self, job_id: int) -> Job:
+        """The job, if it exists and this identity may see it (a tenant-bound key: its
+        tenant's only; another tenant's job is as absent as a purged one)."""
+        try:
+            job = await self.jobq.get(job_id)
+        except JobNotFoundError:
+            raise NotFound(f"No job {job_id}: it never was, or retention purged it.") from None
         if self.identity.tenant is not None and job.tenant != self.identity.tenant:
-            raise JobNotFoundError(f"no job with id {job.id}")
+            raise NotFound(f"No job {job_id}: it never was, or retention purged it.")
         return job
 
 

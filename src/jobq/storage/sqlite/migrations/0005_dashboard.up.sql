@@ -16,9 +16,9 @@ CREATE TABLE jobq_rollup_watermark (
     name    TEXT PRIMARY KEY,
     through REAL NOT NULL
 );
--- Finished jobs by finish time, for the summary and the charts' last minutes. PostgreSQL
--- has had the succeeded one since its retention change; without them each summary step read
--- every succeeded or failed job (the status index is by id).
+-- Finished jobs by finish time, for the summary and the charts' last minutes (PostgreSQL's
+-- succeeded one comes from its migration 0005): without them each summary step read every
+-- succeeded or failed job (the status index is by id).
 CREATE INDEX jobq_jobs_succeeded_finished ON jobq_jobs (finished_at)
     WHERE status = 'succeeded';
 CREATE INDEX jobq_jobs_failed_finished ON jobq_jobs (finished_at) WHERE status = 'failed';
