@@ -35,14 +35,15 @@ def one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
 
 
 def test_migrate_rollback_refresh(url: str) -> None:
-    assert jobq("migrate", "-d", url).stdout.strip() == "applied: 0001, 0002, 0003, 0004"
+    every = "0001, 0002, 0003, 0004, 0005"
+    assert jobq("migrate", "-d", url).stdout.strip() == f"applied: {every}"
     assert jobq("migrate", "-d", url).stdout.strip() == "applied: nothing"
-    assert jobq("migrate", "--rollback", "-d", url).stdout.strip() == "rolled back: 0004"
-    assert jobq("migrate", "--rollback", "3", "-d", url).stdout.strip() == (
-        "rolled back: 0003, 0002, 0001"
+    assert jobq("migrate", "--rollback", "-d", url).stdout.strip() == "rolled back: 0005"
+    assert jobq("migrate", "--rollback", "4", "-d", url).stdout.strip() == (
+        "rolled back: 0004, 0003, 0002, 0001"
     )
     refreshed = jobq("migrate", "--refresh", "-d", url).stdout.strip().splitlines()
-    assert refreshed == ["rolled back: nothing", "applied: 0001, 0002, 0003, 0004"]
+    assert refreshed == ["rolled back: nothing", f"applied: {every}"]
 
 
 def test_enqueue_status_and_burst_worker(url: str, tmp_path: Path) -> None:
@@ -111,3 +112,11 @@ def test_worker_serves_its_metrics(url: str) -> None:
     finally:
         process.terminate()
         assert process.wait(60) == 0
+
+
+def test_queues_pause_and_resume(url: str) -> None:
+    assert jobq("queues", "pause", "mail", "-d", url).stdout.strip() == "mail: paused"
+    assert jobq("queues", "pause", "mail", "-d", url).stdout.strip() == "mail: already paused"
+    assert jobq("queues", "resume", "mail", "-d", url).stdout.strip() == "mail: resumed"
+    assert jobq("queues", "resume", "mail", "-d", url).stdout.strip() == "mail: already resumed"
+    one_line_error(jobq("queues", "pause", "", "-d", url), "queue name")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, ca
 import orjson
 import pydantic
 
+from . import rollup
 from .config import Settings
 from .errors import (
     ConfigurationError,
@@ -33,10 +34,12 @@ from .storage.base import (
     ClaimLimits,
     Driver,
     Enqueued,
+    FinishedSample,
     ListParams,
     NewJob,
     QueueStat,
     RateLimit,
+    StatusCount,
 )
 from .storage.common import refuse_unstorable_job
 from .storage.sqlfiles import load_migrations
@@ -98,6 +101,12 @@ def _found(job_id: int, job: Job | None) -> Job:
     if job is None:
         raise JobNotFoundError(f"no job with id {job_id}")
     return job
+
+
+def _queue_name(queue: str) -> str:
+    if not 1 <= len(queue) <= 128 or "\x00" in queue:
+        raise InvalidJobError("a queue name is 1 to 128 characters, without NUL")
+    return queue
 
 
 class EnqueueOptions(TypedDict, total=False):
@@ -592,6 +601,65 @@ class JobQueue:
             replace(w, stuck_threads=local[w.id].stuck_threads) if w.id in local else w
             for w in await self.driver.workers()
         ]
+
+    async def list_jobs(self, params: ListParams) -> list[Job]:
+        """Jobs matching every filter of ``params``, newest first (keyset pagination)."""
+        return await self.driver.list_jobs(params)
+
+    async def dependents(self, job_id: int) -> list[int]:
+        """Ids of the jobs waiting for (or released by) this one, at most 100."""
+        return await self.driver.dependents_of(job_id)
+
+    async def pause_queue(self, queue: str) -> bool:
+        """Workers claim no more jobs of ``queue`` (running ones finish) until it is resumed;
+        True when it was not paused yet. Workers in other processes stop within a moment: at
+        once on PostgreSQL (a notification), and on SQLite at their next wake-up or poll."""
+        return await self.driver.set_queue_paused(_queue_name(queue), True)
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Workers claim jobs of ``queue`` again; True when it was paused."""
+        return await self.driver.set_queue_paused(_queue_name(queue), False)
+
+    async def paused_queues(self) -> dict[str, datetime]:
+        return await self.driver.paused_queues()
+
+    async def waiting_queues(self) -> list[str]:
+        """Queues with jobs waiting to be claimed."""
+        return await self.driver.waiting_queues()
+
+    async def counts_by_queue(self, statuses: Sequence[JobStatus], cap: int) -> list[StatusCount]:
+        """Jobs by queue for each status, reading at most ``cap`` jobs of a status (whose
+        counts are then lower bounds): bounded however large the table grows."""
+        counts: list[StatusCount] = []
+        for status in statuses:
+            counts += await self.driver.status_by_queue(JobStatus(status), cap)
+        return counts
+
+    async def finished_counts(
+        self, since: datetime, bucket_s: int, now: datetime
+    ) -> rollup.FinishedCounts:
+        """Jobs finished since ``since`` by bucket of ``bucket_s`` seconds (a multiple of
+        60), from the per-minute summary and a live count of the latest minutes."""
+        return await rollup.finished_counts(self.driver, since, bucket_s, now)
+
+    async def roll_up_finished(self) -> bool:
+        """Summarize the minutes closed since the last summary (the maintenance leader does,
+        see rollup.py); True when more is left."""
+        return await rollup.roll_up(self.driver)
+
+    async def finished_sample(
+        self, since: datetime, bucket_s: int, per_bucket: int
+    ) -> list[FinishedSample]:
+        """Timings of up to ``per_bucket`` of the latest jobs that succeeded in each bucket
+        of ``bucket_s`` seconds since ``since``: a bounded sample however busy the queue."""
+        return await self.driver.finished_sample(since, bucket_s, per_bucket)
+
+    async def running_by_worker(self) -> dict[str, int]:
+        return await self.driver.running_by_worker()
+
+    async def discard(self, job_ids: Sequence[int]) -> list[int]:
+        """Delete dead letters (failed jobs; others are left alone) with their history."""
+        return await self.driver.discard_failed(job_ids)
 
     # ------------------------------------------------------------------ working
     def maintenance(self, holder: str | None = None) -> Maintenance:

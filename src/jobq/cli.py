@@ -518,6 +518,41 @@ def bench(
     )
 
 
+queues_app = typer.Typer(help="Pause and resume queues.", no_args_is_help=True)
+app.add_typer(queues_app, name="queues")
+QueueArg = Annotated[str, typer.Argument(help="The queue's name")]
+
+
+def _set_paused(queue: str, paused: bool, database_url: str | None) -> None:
+    settings = _settings(database_url)
+
+    async def work() -> bool:
+        jobq = JobQueue(settings=settings)
+        try:
+            await jobq.migrate()
+            if paused:
+                return await jobq.pause_queue(queue)
+            return await jobq.resume_queue(queue)
+        finally:
+            await jobq.close()
+
+    changed = _run(work)
+    state = "paused" if paused else "resumed"
+    typer.echo(f"{queue}: {state}" if changed else f"{queue}: already {state}")
+
+
+@queues_app.command("pause")
+def pause(queue: QueueArg, database_url: DatabaseUrl = None) -> None:
+    """Stop workers claiming jobs of QUEUE (running ones finish) until it is resumed."""
+    _set_paused(queue, True, database_url)
+
+
+@queues_app.command("resume")
+def resume(queue: QueueArg, database_url: DatabaseUrl = None) -> None:
+    """Let workers claim jobs of QUEUE again."""
+    _set_paused(queue, False, database_url)
+
+
 def main() -> None:
     app()
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import structlog
 
+from . import rollup
 from .config import Settings
 from .model import JobStatus
 from .storage.base import Driver
@@ -33,6 +34,8 @@ PURGE_BATCHES_PER_STATUS = 50  # a round's most for one status, so that each get
 # Expired idempotency keys are cleared this often: a key's keep-time is hours, and the
 # statement reads every kept key.
 IDEMPOTENCY_SWEEP_EVERY_S = 60.0
+# The charts' summary of finished jobs (rollup.py): a closed minute shows this soon.
+ROLLUP_EVERY_S = 10.0
 
 
 class Maintenance:
@@ -146,7 +149,10 @@ class Maintenance:
         """While this process leads: retention, VACUUM and the idempotency keys' expiry, side
         by side (on a busy queue the purge is hardly ever done; the others must not wait)."""
         await asyncio.gather(
-            self._retention_rounds(), self._vacuum_rounds(), self._idempotency_rounds()
+            self._retention_rounds(),
+            self._vacuum_rounds(),
+            self._idempotency_rounds(),
+            self._rollup_rounds(),
         )
 
     async def _pause(self, seconds: float) -> None:
@@ -189,6 +195,16 @@ class Maintenance:
             except Exception as exc:  # an outage: the next round tries again
                 self.log.warning("idempotency key expiry failed", error=str(exc))
             await self._pause(IDEMPOTENCY_SWEEP_EVERY_S)
+
+    async def _rollup_rounds(self) -> None:
+        """The per-minute summary of finished jobs behind the dashboard's charts."""
+        while self._leading():
+            behind = False
+            try:
+                behind = await rollup.roll_up(self.driver)
+            except Exception as exc:  # an outage: the next round tries again
+                self.log.warning("finished-jobs summary failed", error=str(exc))
+            await self._pause(0 if behind else ROLLUP_EVERY_S)
 
     async def expire_idempotency_keys(self) -> int:
         """Clear the idempotency keys past their keep-time (the jobs stay); how many."""

@@ -36,6 +36,8 @@ OPERATIONS = [
     "POST /jobs/bulk",
     "POST /jobs/{job_id}/cancel",
     "POST /jobs/{job_id}/retry",
+    "POST /queues/{queue}/pause",
+    "POST /queues/{queue}/resume",
 ]
 
 

@@ -9,15 +9,18 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from ..app import JobQueue
+from ..dashboard import install_dashboard
 from ..observability.metrics import Metrics
 from ..worker.runtime import Worker
 from .batching import EnqueueBatcher
+from .docs_page import install_docs
 from .limits import BodyLimitMiddleware, DepthGate, RateLimiter
 from .middleware import RequestContextMiddleware
 from .problems import Problem, install_problem_handlers
 from .routes_events import router as events_router
 from .routes_jobs import router as jobs_router
 from .routes_ops import router as ops_router
+from .routes_pause import router as pause_router
 from .state import ApiState
 
 
@@ -60,7 +63,7 @@ def create_app(
         title="jobq",
         summary="A durable job queue: enqueue, inspect, cancel and requeue jobs over HTTP.",
         version="0.1.0",
-        docs_url="/docs",
+        docs_url=None,  # install_docs: Swagger UI from the package, not a CDN
         redoc_url=None,
         openapi_url="/api-docs/openapi.json",
         lifespan=lifespan,
@@ -85,6 +88,9 @@ def create_app(
     app.include_router(jobs_router)
     app.include_router(events_router)
     app.include_router(ops_router)
+    app.include_router(pause_router)
+    install_docs(app, "/api-docs/openapi.json")
+    install_dashboard(app, jobq)
 
     def body_limit(path: str) -> int:
         return settings.max_bulk_bytes if path == "/jobs/bulk" else settings.max_request_bytes

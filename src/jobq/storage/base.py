@@ -375,3 +375,82 @@ class Driver(Protocol):
         without server push deliver this process's events, and whatever they can learn of
         other processes' commits."""
         ...
+
+    # --- pausing and the dashboard's reads ---
+    async def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        """Pause or resume ``queue``; True when that changed something. Workers are told
+        (``("pause", queue)`` / ``("resume", queue)`` notifications) and stop or start
+        claiming its jobs; the claim itself never reads the paused set."""
+        ...
+
+    async def paused_queues(self) -> dict[str, datetime]:
+        """Paused queues and when each was paused."""
+        ...
+
+    async def waiting_queues(self) -> list[str]:
+        """Queues that have jobs waiting to be claimed (queued or retrying, due or not)."""
+        ...
+
+    async def status_by_queue(self, status: JobStatus, cap: int) -> list[StatusCount]:
+        """Jobs in ``status`` by queue, reading at most ``cap`` of them: the counts are
+        exact when they add up to less than ``cap``. For QUEUED: jobs waiting to be claimed,
+        queued or retrying (both in the claim index, read without the table)."""
+        ...
+
+    async def finished_counts(
+        self, since: datetime, bucket_s: int
+    ) -> list[tuple[int, JobStatus, int]]:
+        """(bucket start as epoch seconds, succeeded or failed, count) of jobs finished
+        since ``since``, in buckets of ``bucket_s`` seconds."""
+        ...
+
+    async def finished_sample(
+        self, since: datetime, bucket_s: int, per_bucket: int
+    ) -> list[FinishedSample]:
+        """Up to ``per_bucket`` of the latest jobs that succeeded in each bucket of
+        ``bucket_s`` seconds from ``since`` to now."""
+        ...
+
+    async def running_by_worker(self) -> dict[str, int]:
+        """How many jobs each worker is running."""
+        ...
+
+    async def dependents_of(self, job_id: int) -> list[int]:
+        """Ids of the jobs that wait for ``job_id`` (at most 100)."""
+        ...
+
+    async def roll_up_finished(self, span_s: int, lag_s: int, keep_s: int) -> bool:
+        """Summarize jobs finished per minute, up to ``span_s`` seconds past the summary's
+        watermark, never within ``lag_s`` of now; forget minutes older than ``keep_s``.
+        True when more is left to summarize."""
+        ...
+
+    async def finished_rollup(
+        self, since: datetime
+    ) -> tuple[datetime | None, list[tuple[int, JobStatus, int]]]:
+        """The summary's watermark (None before the first summary), and its (minute start
+        as epoch seconds, status, count) rows since ``since``."""
+        ...
+
+    async def discard_failed(self, job_ids: Sequence[int]) -> list[int]:
+        """Delete these jobs if they are failed (dead letters), with their history; returns
+        the ids deleted."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    queue: str
+    status: JobStatus
+    count: int
+    oldest_run_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedSample:
+    """One succeeded job's timing: when it finished (epoch seconds), how long it waited
+    from due to start, and how long it ran."""
+
+    finished_at: float
+    waited_s: float
+    ran_s: float

@@ -48,6 +48,7 @@ from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerReg
 from ..storage.common import storable_json
 from .completer import Completer
 from .context import JobContext
+from .pausing import ClaimableQueues
 from .processes import CHILD_FAILURES, ProcessPool, TaskFailedInChild
 from .threads import TaskThreads
 from .weights import WeightedPlanner
@@ -83,6 +84,7 @@ class Worker:
         self._planner_reset_at = 0.0
         # Read once: tasks are registered before workers start. None keeps the plain claim.
         self._limits = jobq.claim_limits() or None
+        self._claimable = ClaimableQueues(jobq, self.queues, self.settings.poll_interval_s)
         self.concurrency = concurrency
         self._claim_size = (concurrency + 1) // 2
         self.burst = burst
@@ -299,9 +301,12 @@ class Worker:
         return self._processes
 
     async def _claim(self, wanted: int) -> list[Job]:
+        queues = await self._claimable.current()  # the served ones less the paused
+        if queues is not None and not queues:
+            return []  # every queue it serves is paused
         if self._planner is not None:
-            return await self._claim_weighted(self._planner, wanted)
-        return await self._claim_from(self.queues, wanted)
+            return await self._claim_weighted(self._planner, wanted, queues)
+        return await self._claim_from(queues, wanted)
 
     async def _claim_from(self, queues: Sequence[str] | None, wanted: int) -> list[Job]:
         return await self.driver.claim_batch(
@@ -314,7 +319,9 @@ class Worker:
             )
         )
 
-    async def _claim_weighted(self, planner: WeightedPlanner, wanted: int) -> list[Job]:
+    async def _claim_weighted(
+        self, planner: WeightedPlanner, wanted: int, queues: Sequence[str] | None
+    ) -> list[Job]:
         """Split the free slots across the weighted queues and claim from each with the
         ordinary claim (limits and fairness apply per queue as they do to any claim).
         Slots a queue could not fill go, in the same claim, to the queues that filled
@@ -325,7 +332,7 @@ class Worker:
             planner.mark_has_work()
             self._planner_reset_at = now
         jobs: list[Job] = []
-        among: list[str] | None = None
+        among = None if queues is None else list(queues)
         while len(jobs) < wanted:
             shares = planner.split(wanted - len(jobs), among)
             if not shares:
@@ -348,7 +355,8 @@ class Worker:
             await self._wait_any(self._slot_freed, self._stopping)
             return False
         await self._completer.flushed()
-        return await self.driver.count_claimable(self.queues) == 0
+        queues = await self._claimable.current()
+        return queues == [] or await self.driver.count_claimable(queues) == 0
 
     @staticmethod
     async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
@@ -360,7 +368,10 @@ class Worker:
                 w.cancel()
 
     def _on_notification(self, kind: str, value: str) -> None:
-        if kind == "new":
+        self._claimable.on_notification(kind, value)
+        if kind == "resume":
+            self._wake.set()
+        elif kind == "new":
             if value == "*" or self.queues is None or value in self.queues:
                 if self._planner is not None:
                     self._planner.mark_has_work(None if value == "*" else value)

@@ -40,10 +40,12 @@ from ..base import (
     Completion,
     Enqueued,
     Failure,
+    FinishedSample,
     ListParams,
     NewJob,
     NotificationHandler,
     QueueStat,
+    StatusCount,
     WorkerRegistration,
     unique_states_mask,
 )
@@ -1015,6 +1017,96 @@ class PostgresDriver(RuleOperations):
         listener = PostgresListener(self._url, handler, self._bus)
         await listener.start()
         return listener
+
+    # ------------------------------------------------------------------ pausing, dashboard
+    async def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        event = "pause" if paused else "resume"
+        async with self._transaction() as conn:
+            cur = await conn.execute(
+                self._q["pause_queue" if paused else "resume_queue"], {"queue": queue}
+            )
+            changed = bool(await cur.fetchall())
+            if changed:
+                await conn.execute(self._q["notify_paused"], {"event": event, "queue": queue})
+        if changed:
+            self._bus.publish(event, queue)
+        return changed
+
+    async def paused_queues(self) -> dict[str, datetime]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["paused_queues"])
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def waiting_queues(self) -> list[str]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["waiting_queues"])
+            return [r[0] for r in await cur.fetchall()]
+
+    async def status_by_queue(self, status: JobStatus, cap: int) -> list[StatusCount]:
+        # Queued means queued or retrying here: the two the claim index holds (see Driver).
+        query = "waiting_by_queue" if status is JobStatus.QUEUED else "status_by_queue"
+        async with self._connection() as conn:
+            # Unprepared: planned for the status asked, so that each reads its own index.
+            cur = await conn.execute(
+                self._q[query], {"status": str(status), "cap": cap}, prepare=False
+            )
+            return [StatusCount(r[0], status, r[1], r[2]) for r in await cur.fetchall()]
+
+    async def finished_counts(
+        self, since: datetime, bucket_s: int
+    ) -> list[tuple[int, JobStatus, int]]:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                self._q["finished_counts"], {"since": since, "bucket_s": bucket_s}
+            )
+            return [(int(r[0]), JobStatus(r[1]), r[2]) for r in await cur.fetchall()]
+
+    async def finished_sample(
+        self, since: datetime, bucket_s: int, per_bucket: int
+    ) -> list[FinishedSample]:
+        args = {"since": since, "bucket_s": bucket_s, "per_bucket": per_bucket}
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["finished_sample"], args)
+            return [FinishedSample(*r) for r in await cur.fetchall()]
+
+    async def running_by_worker(self) -> dict[str, int]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["running_by_worker"])
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def dependents_of(self, job_id: int) -> list[int]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["dependents_of"], {"id": job_id})
+            return [r[0] for r in await cur.fetchall()]
+
+    async def discard_failed(self, job_ids: Sequence[int]) -> list[int]:
+        if not job_ids:
+            return []
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["discard_failed"], {"ids": list(job_ids)})
+            return sorted(r[0] for r in await cur.fetchall())
+
+    async def roll_up_finished(self, span_s: int, lag_s: int, keep_s: int) -> bool:
+        async with self._transaction() as conn:
+            await conn.execute(self._q["rollup_start"])
+            cur = await conn.execute(self._q["rollup_lock"], {"span_s": span_s, "lag_s": lag_s})
+            row = await cur.fetchone()
+            if row is None or row[1] <= row[0]:
+                return False
+            through, until, behind = row
+            await conn.execute(self._q["rollup_minutes"], {"from": through, "until": until})
+            await conn.execute(self._q["rollup_advance"], {"until": until})
+            await conn.execute(self._q["rollup_forget"], {"keep_s": keep_s})
+            return bool(behind)
+
+    async def finished_rollup(
+        self, since: datetime
+    ) -> tuple[datetime | None, list[tuple[int, JobStatus, int]]]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["rollup_read"], {"since": since})
+            rows = await cur.fetchall()
+        through = rows[0][0] if rows else None
+        return through, [(int(r[1]), JobStatus(r[2]), r[3]) for r in rows if r[1] is not None]
 
 
 class PostgresListener:

@@ -557,3 +557,140 @@ VALUES (%(version)s, %(name)s, %(checksum)s)
 
 -- name: forget_migration
 DELETE FROM jobq_migrations WHERE version = %(version)s
+
+-- name: pause_queue
+-- A row when the queue was not paused yet (the caller then tells the workers).
+INSERT INTO jobq_paused_queues (queue) VALUES (%(queue)s)
+ON CONFLICT (queue) DO NOTHING
+RETURNING queue
+
+-- name: resume_queue
+DELETE FROM jobq_paused_queues WHERE queue = %(queue)s RETURNING queue
+
+-- name: notify_paused
+SELECT pg_notify('jobq', %(event)s || ':' || %(queue)s)
+
+-- name: paused_queues
+SELECT queue, paused_at FROM jobq_paused_queues ORDER BY queue
+
+-- name: waiting_queues
+-- The queues that have jobs waiting to be claimed, one index probe per queue: a skip scan
+-- down the claim index instead of reading every waiting job.
+WITH RECURSIVE q(queue) AS (
+    (SELECT queue FROM jobq_jobs WHERE status IN ('queued', 'retrying')
+     ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM jobq_jobs j
+            WHERE j.status IN ('queued', 'retrying') AND j.queue > q.queue
+            ORDER BY j.queue LIMIT 1)
+    FROM q WHERE q.queue IS NOT NULL
+)
+SELECT queue FROM q WHERE queue IS NOT NULL
+
+-- name: status_by_queue
+-- Jobs of one status by queue, reading at most %(cap)s of them (through the running or
+-- rare-status index the status has), with the earliest run_at among those read.
+SELECT queue, count(*), min(run_at) FROM (
+    SELECT queue, run_at FROM jobq_jobs WHERE status = %(status)s LIMIT %(cap)s
+) t
+GROUP BY queue ORDER BY queue
+
+-- name: waiting_by_queue
+-- Jobs waiting to be claimed (queued or retrying) by queue, at most %(cap)s of them, and the
+-- earliest run_at: every column is in the claim index, so it is read without the table.
+SELECT queue, count(*), min(run_at) FROM (
+    SELECT queue, run_at FROM jobq_jobs WHERE status IN ('queued', 'retrying') LIMIT %(cap)s
+) t
+GROUP BY queue ORDER BY queue
+
+-- name: finished_counts
+-- Succeeded and failed jobs by finish time, in buckets of %(bucket_s)s seconds since
+-- %(since)s: succeeded ones through their finish-time index, failed ones (the dead-letter
+-- set, few) through the rare-status index.
+SELECT floor(extract(epoch FROM finished_at) / %(bucket_s)s)::bigint * %(bucket_s)s,
+       status, count(*)
+FROM jobq_jobs
+WHERE status = 'succeeded' AND finished_at >= %(since)s
+GROUP BY 1, 2
+UNION ALL
+SELECT floor(extract(epoch FROM finished_at) / %(bucket_s)s)::bigint * %(bucket_s)s,
+       status, count(*)
+FROM jobq_jobs
+WHERE status = 'failed' AND finished_at >= %(since)s
+GROUP BY 1, 2
+
+-- name: finished_sample
+-- Up to %(per_bucket)s of the latest jobs that succeeded in each bucket of %(bucket_s)s
+-- seconds from %(since)s on: what the time-in-queue and run-time percentiles are computed
+-- from, a bounded read per bucket through the finish-time index.
+SELECT extract(epoch FROM s.finished_at)::float8,
+       extract(epoch FROM s.started_at - s.run_at)::float8,
+       extract(epoch FROM s.finished_at - s.started_at)::float8
+FROM generate_series(%(since)s::timestamptz, now(), make_interval(secs => %(bucket_s)s)) AS b(start),
+LATERAL (
+    SELECT finished_at, started_at, run_at FROM jobq_jobs
+    WHERE status = 'succeeded' AND started_at IS NOT NULL
+      AND finished_at >= b.start AND finished_at < b.start + make_interval(secs => %(bucket_s)s)
+    ORDER BY finished_at DESC
+    LIMIT %(per_bucket)s
+) AS s
+
+-- name: running_by_worker
+SELECT locked_by, count(*) FROM jobq_jobs WHERE status = 'running' GROUP BY locked_by
+
+-- name: dependents_of
+SELECT job_id FROM jobq_job_dependencies WHERE parent_id = %(id)s ORDER BY job_id LIMIT 100
+
+-- name: discard_failed
+-- Deletes dead letters (failed jobs only), with their error history and dependency rows as
+-- retention does (purge_finished).
+WITH gone AS (
+    DELETE FROM jobq_jobs WHERE id = ANY(%(ids)s::bigint[]) AND status = 'failed'
+    RETURNING id
+), history AS (
+    DELETE FROM jobq_job_errors WHERE job_id = ANY(ARRAY(SELECT id FROM gone))
+), edges AS (
+    DELETE FROM jobq_job_dependencies WHERE job_id = ANY(ARRAY(SELECT id FROM gone))
+)
+SELECT id FROM gone
+
+-- name: rollup_start
+-- The summary starts a day back, the longest window the dashboard shows.
+INSERT INTO jobq_rollup_watermark (name, through)
+VALUES ('finished', date_trunc('minute', now()) - interval '1 day')
+ON CONFLICT (name) DO NOTHING
+
+-- name: rollup_lock
+-- One summarizer at a time (the row lock, until commit); the next span to summarize: up to
+-- %(span_s)s seconds, ending at a minute that closed at least %(lag_s)s seconds ago, so that
+-- completions still being committed for it are in. The last column: more is left after it.
+SELECT through, until, until < date_trunc('minute', now() - make_interval(secs => %(lag_s)s))
+FROM jobq_rollup_watermark,
+LATERAL (SELECT least(through + make_interval(secs => %(span_s)s),
+                      date_trunc('minute', now() - make_interval(secs => %(lag_s)s))) AS until) u
+WHERE name = 'finished'
+FOR UPDATE OF jobq_rollup_watermark
+
+-- name: rollup_minutes
+-- Succeeded and failed jobs each through their own finish-time index.
+INSERT INTO jobq_finished_minutes (minute, status, jobs)
+SELECT date_trunc('minute', finished_at), status, count(*) FROM jobq_jobs
+WHERE status = 'succeeded' AND finished_at >= %(from)s AND finished_at < %(until)s
+GROUP BY 1, 2
+UNION ALL
+SELECT date_trunc('minute', finished_at), status, count(*) FROM jobq_jobs
+WHERE status = 'failed' AND finished_at >= %(from)s AND finished_at < %(until)s
+GROUP BY 1, 2
+ON CONFLICT (minute, status) DO UPDATE SET jobs = excluded.jobs
+
+-- name: rollup_advance
+UPDATE jobq_rollup_watermark SET through = %(until)s WHERE name = 'finished'
+
+-- name: rollup_forget
+DELETE FROM jobq_finished_minutes WHERE minute < now() - make_interval(secs => %(keep_s)s)
+
+-- name: rollup_read
+SELECT (SELECT through FROM jobq_rollup_watermark WHERE name = 'finished'),
+       extract(epoch FROM minute)::bigint, status, jobs
+FROM (SELECT 1) AS one
+LEFT JOIN jobq_finished_minutes ON minute >= %(since)s

@@ -60,10 +60,12 @@ from ..base import (
     Completion,
     Enqueued,
     Failure,
+    FinishedSample,
     ListParams,
     NewJob,
     NotificationHandler,
     QueueStat,
+    StatusCount,
     WorkerRegistration,
     unique_states_mask,
 )
@@ -1026,3 +1028,79 @@ class SqliteDriver(RuleOperations):
     ) -> LocalListener:
         # Besides this process's own events: other processes' commits (see watch.py).
         return await CommitWatcher.start(self._bus, handler, self._path, queues)
+
+    # ------------------------------------------------------------------ pausing, dashboard
+    async def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        if paused:
+            rows = await self._write("pause_queue", {"queue": queue, "now": time.time()})
+        else:
+            rows = await self._write("resume_queue", {"queue": queue})
+        if rows:
+            # Other processes learn it at their next look at the paused set (a wake-up from
+            # the commit watcher, or the poll interval): SQLite has no notifications.
+            self._bus.publish("pause" if paused else "resume", queue)
+        return bool(rows)
+
+    async def paused_queues(self) -> dict[str, datetime]:
+        return {r[0]: _datetime(r[1]) for r in await self._read("paused_queues")}
+
+    async def waiting_queues(self) -> list[str]:
+        return [r[0] for r in await self._read("waiting_queues")]
+
+    async def status_by_queue(self, status: JobStatus, cap: int) -> list[StatusCount]:
+        # Queued means queued or retrying here: the two the claim index holds (see Driver).
+        query = "waiting_by_queue" if status is JobStatus.QUEUED else "status_by_queue"
+        rows = await self._read(query, {"status": str(status), "cap": cap})
+        return [
+            StatusCount(r[0], status, r[1], _datetime(r[2]) if r[2] is not None else None)
+            for r in rows
+        ]
+
+    async def finished_counts(
+        self, since: datetime, bucket_s: int
+    ) -> list[tuple[int, JobStatus, int]]:
+        rows = await self._read("finished_counts", {"since": _epoch(since), "bucket_s": bucket_s})
+        return [(int(r[0]), JobStatus(r[1]), r[2]) for r in rows]
+
+    async def finished_sample(
+        self, since: datetime, bucket_s: int, per_bucket: int
+    ) -> list[FinishedSample]:
+        start, now, rows = _epoch(since), time.time(), []
+        while start <= now:
+            args = {"start": start, "end": start + bucket_s, "limit": per_bucket}
+            rows += await self._read("finished_sample", args)
+            start += bucket_s
+        return [FinishedSample(*r) for r in rows]
+
+    async def running_by_worker(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in await self._read("running_by_worker")}
+
+    async def dependents_of(self, job_id: int) -> list[int]:
+        return [r[0] for r in await self._read("dependents_of", {"id": job_id})]
+
+    async def discard_failed(self, job_ids: Sequence[int]) -> list[int]:
+        if not job_ids:
+            return []
+        rows = await self._write("discard_failed", {"ids": dump_json(list(job_ids))})
+        return sorted(r[0] for r in rows)
+
+    async def roll_up_finished(self, span_s: int, lag_s: int, keep_s: int) -> bool:
+        now = time.time()
+        closed = (now - lag_s) // 60 * 60  # the start of the last minute closed long enough
+        async with self._transaction() as conn:
+            await self._run(conn, "rollup_start", {"now": now})
+            [(through,)] = await self._run(conn, "rollup_through", {})
+            until = min(through + span_s, closed)
+            if until <= through:
+                return False
+            await self._run(conn, "rollup_minutes", {"from": through, "until": until})
+            await self._run(conn, "rollup_advance", {"until": until})
+            await self._run(conn, "rollup_forget", {"now": now, "keep_s": keep_s})
+            return bool(until < closed)
+
+    async def finished_rollup(
+        self, since: datetime
+    ) -> tuple[datetime | None, list[tuple[int, JobStatus, int]]]:
+        rows = await self._read("rollup_read", {"since": _epoch(since)})
+        through = _datetime(rows[0][0]) if rows and rows[0][0] is not None else None
+        return through, [(int(r[1]), JobStatus(r[2]), r[3]) for r in rows if r[1] is not None]
