@@ -224,3 +224,13 @@ async def test_shutdown_waits_for_a_child_then_hands_its_job_back(jq: JobQueue) 
 
 async def _status_is(jq: JobQueue, job: Job, status: JobStatus) -> bool:
     return (await jq.get(job.id)).status is status
+
+
+async def test_a_task_that_raises_keeps_its_child(jq: JobQueue, start: Any) -> None:
+    pid = jq.task(executor="process")(t.whose_pid)
+    fails = jq.task(executor="process", max_attempts=1)(t.fails_with_value_error)
+    first = await pid.defer()
+    start(concurrency=1)
+    before = (await finished(jq, first)).result
+    assert (await finished(jq, await fails.defer())).status is JobStatus.FAILED
+    assert (await finished(jq, await pid.defer())).result == before
