@@ -11,6 +11,7 @@ does not land on one of them only; reported are the median and the range over ro
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -57,8 +58,11 @@ async def executor_cases(url: str, n: int, fresh: FreshDatabase) -> list[CaseRes
     # Warm-up: the fork server's first start is a one-off of the worker process.
     async with fresh(url) as db:
         await _span(db, noop_sync, "process", 2, {})
-    for _ in range(ROUNDS):
-        for label, func, executor in CPU_VARIANTS:
+    load: list[float] = [os.getloadavg()[0]]
+    for round_no in range(ROUNDS):
+        # Each round starts with another executor: none is always first after the set-up.
+        turn = round_no % len(CPU_VARIANTS)
+        for label, func, executor in CPU_VARIANTS[turn:] + CPU_VARIANTS[:turn]:
             async with fresh(url) as db:
                 cpu[label].append(await _span(db, func, executor, cpu_jobs, {"steps": CPU_STEPS}))
         for label, func, executor in NOOP_VARIANTS:
@@ -68,6 +72,7 @@ async def executor_cases(url: str, n: int, fresh: FreshDatabase) -> list[CaseRes
         # which at two slots hide a sub-millisecond cost: the overhead is measured on the
         # pool itself, no-op jobs through a child and back, against the same calls here.
         overheads.append(await _pool_overhead_ms(noop_jobs))
+        load.append(os.getloadavg()[0])
 
     results = []
     for label, _, _ in CPU_VARIANTS:
@@ -81,6 +86,9 @@ async def executor_cases(url: str, n: int, fresh: FreshDatabase) -> list[CaseRes
         )
         result.extra["span_s_per_round"] = spans
         result.extra["steps_per_job"] = CPU_STEPS
+        # The machine's 1-minute load average at the start and after each round: the
+        # figures are only as steady as the machine was.
+        result.extra["load_average"] = load
         if label != "process":
             # Per round: this executor's span over the process executor's, same round.
             ratios = [s / p for s, p in zip(spans, cpu["process"], strict=True)]
@@ -162,4 +170,6 @@ def executor_rate(r: CaseResult) -> str:
     if "process_speedup" in e:
         low, high = e["process_speedup_range"]
         text += f"; process executor {e['process_speedup']:.2f}x faster ({low:.2f}-{high:.2f})"
+    else:
+        text += f"; load average {min(e['load_average']):.1f}-{max(e['load_average']):.1f}"
     return text
