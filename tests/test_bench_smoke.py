@@ -114,6 +114,7 @@ def test_the_executor_case_compares_executors(tmp_path: Path) -> None:
         assert len(extra["span_s_per_round"]) == 3
         low, high = extra["process_speedup_range"]
         assert 0 < low <= extra["process_speedup"] <= high, name
+        assert extra["bare_two_process_speedup"] > 0, name
     overhead = results["no-op job, process executor"]["extra"]
     low, high = overhead["overhead_ms_range"]
     assert low <= overhead["overhead_ms_per_job"] <= high
