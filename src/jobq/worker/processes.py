@@ -265,7 +265,9 @@ class ProcessPool:
         child.reply = ready
         loop.add_reader(ours.fileno(), self._on_message, child)
         try:
-            await asyncio.wait_for(ready, 60)
+            answer = await asyncio.wait_for(ready, 60)
+            if answer[0] != "ready":  # it died before its first word
+                raise ChildDied(f"a child process failed to start: {answer[1]}")
         except BaseException:
             await self._retire(child)
             raise
@@ -323,7 +325,12 @@ class ProcessPool:
     def _relay_log(self, child: _Child, level: str, event: str, fields: dict[str, Any]) -> None:
         logger = child.ctx.log if child.ctx is not None else log
         emit = getattr(logger, level, None) or logger.info
-        emit(event, child_pid=child.pid, **fields)
+        fields.pop("event", None)
+        fields["child_pid"] = child.pid
+        try:
+            emit(event, **fields)
+        except Exception as exc:  # a field the logger refuses: the event, without fields
+            logger.warning(event, child_pid=child.pid, log_error=str(exc))
 
     async def _kill(self, child: _Child, reason: str) -> None:
         """SIGKILL: a hung or cancelled-but-deaf task gets no say. Its slot is freed by
