@@ -86,7 +86,7 @@ class Worker:
         self.driver = jobq.driver
         self.queues = list(queues) if queues is not None else None
         # {queue: weight}: claims split across the queues in proportion (see weights.py);
-        # a plain list keeps the strict order of the queues' priorities.
+        # a plain list claims by strict priority across the queues.
         self._planner = WeightedPlanner(queues) if isinstance(queues, Mapping) else None
         self._planner_reset_at = 0.0
         # Read once: tasks are registered before workers start. None keeps the plain claim.
