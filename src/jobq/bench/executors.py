@@ -99,6 +99,10 @@ async def executor_cases(url: str, n: int, fresh: FreshDatabase) -> list[CaseRes
             ratios = [s / p for s, p in zip(spans, cpu["process"], strict=True)]
             result.extra["process_speedup"] = statistics.median(ratios)
             result.extra["process_speedup_range"] = [min(ratios), max(ratios)]
+            # Of the parallelism the machine offered in that round, how much the process
+            # executor turned into speed: 1.0 is all of it.
+            shares = [r / b for r, b in zip(ratios, bare, strict=True)]
+            result.extra["process_speedup_of_bare"] = statistics.median(shares)
         results.append(result)
     overhead = CaseResult(
         "no-op job, process executor",
@@ -202,7 +206,10 @@ def executor_rate(r: CaseResult) -> str:
     text = f"{r.per_second:,.1f} jobs/s ({r.n} x {e['steps_per_job']:,} steps)"
     if "process_speedup" in e:
         low, high = e["process_speedup_range"]
-        text += f"; process executor {e['process_speedup']:.2f}x faster ({low:.2f}-{high:.2f})"
+        text += (
+            f"; process executor {e['process_speedup']:.2f}x faster ({low:.2f}-{high:.2f}),"
+            f" {e['process_speedup_of_bare']:.2f} of bare"
+        )
     else:
         low, high = e["bare_two_process_speedup_range"]
         text += (
