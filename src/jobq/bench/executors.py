@@ -31,7 +31,7 @@ from .cases import CaseResult, bench_settings
 from .dbclock import activity_span
 from .executor_tasks import CPU_STEPS, burn, cpu_async, cpu_sync, noop_async, noop_sync
 
-ROUNDS = 3
+ROUNDS = 5  # the shared machine's load swings within seconds: more rounds, a steadier median
 REFERENCE_BURNS = 8
 CHILDREN = 2  # the process executor's pool, one child per core of the reference machine
 
