@@ -269,3 +269,22 @@ async def test_a_child_killed_from_outside_fails_only_its_attempt(jq: JobQueue, 
         return await child_pid() not in (0, pid)
 
     await eventually(another_child, what="the retry running in a fresh child")
+
+
+async def test_the_worker_default_sends_sync_tasks_to_children(db_url: str) -> None:
+    jq = JobQueue(settings=fast_settings(db_url, executor="process", process_pool_size=1))
+    try:
+        pid = jq.task(t.whose_pid)
+        job = await pid.defer()
+        await asyncio.wait_for(jq.run_worker(concurrency=1, burst=True), 60)
+        done = await jq.get(job.id)
+        assert done.status is JobStatus.SUCCEEDED and done.result != os.getpid()
+
+        @jq.task
+        def nested(ctx: Any) -> None:
+            return None
+
+        with pytest.raises(ConfigurationError, match="importable module"):
+            jq.worker(concurrency=1)
+    finally:
+        await jq.close()

@@ -45,6 +45,7 @@ from ..observability.metrics import Metrics
 from ..periodic import start_scheduler
 from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerRegistration
 from ..storage.common import storable_json
+from ..task import check_importable
 from .completer import Completer
 from .context import JobContext
 from .processes import CHILD_FAILURES, ProcessPool, TaskFailedInChild
@@ -120,6 +121,10 @@ class Worker:
         self._sync_executor: Executor = (
             "process" if self.settings.executor == "process" else "thread"
         )
+        if self._sync_executor == "process":  # refused now, not job by job in the children
+            for task in jobq.tasks.values():
+                if task.executor_for("process") == "process":
+                    check_importable(task.name, task.func)
         # One thread per slot; a thread stuck past its job's timeout keeps its slot (see
         # threads.py), so claims shrink rather than fresh jobs waiting for a thread.
         self._threads = TaskThreads(concurrency, on_stuck=self._on_stuck_threads)
