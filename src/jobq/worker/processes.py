@@ -152,7 +152,10 @@ class ProcessPool:
         child.ctx = ctx
         limit = task.memory_limit_mb or self.memory_limit_mb or None
         target = f"{task.func.__module__}:{task.func.__qualname__}"
-        child.conn.send(("run", ctx.job, target, limit, _portable(task.retry.retry_for)))
+        try:
+            child.conn.send(("run", ctx.job, target, limit, _portable(task.retry.retry_for)))
+        except OSError as exc:  # it died idle, and its end of the pipe is not read yet
+            return ("died", f"child process died before the job reached it: {exc}")
         child.jobs += 1
         deadline = None if timeout is None else loop.time() + timeout
         cancel_sent_at: float | None = None
