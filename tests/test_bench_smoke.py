@@ -111,9 +111,10 @@ def test_the_executor_case_compares_executors(tmp_path: Path) -> None:
     }
     for name in ("cpu-bound, threads", "cpu-bound, asyncio"):
         extra = results[name]["extra"]
-        assert len(extra["span_s_per_round"]) == 3
+        assert len(extra["span_s_per_round"]) == 5
         low, high = extra["process_speedup_range"]
         assert 0 < low <= extra["process_speedup"] <= high, name
+        assert extra["bare_two_process_speedup"] > 0, name
     overhead = results["no-op job, process executor"]["extra"]
     low, high = overhead["overhead_ms_range"]
     assert low <= overhead["overhead_ms_per_job"] <= high

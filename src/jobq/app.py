@@ -53,6 +53,7 @@ from .task import (
     TaskDecorator,
     TaskFunction,
 )
+from .worker.weights import parse_queues
 
 if TYPE_CHECKING:
     from .worker.runtime import Worker
@@ -678,6 +679,9 @@ class JobQueue:
     ) -> Worker:
         from .worker.runtime import Worker
 
+        if isinstance(queues, str):  # "a,b" or "a:6,b:3", as on the command line
+            names, weights = parse_queues(queues)
+            queues = weights or names
         worker = Worker(
             self,
             queues=queues if queues is not None else self._configured_queues(),
@@ -699,9 +703,10 @@ class JobQueue:
     ) -> None:
         """Run a worker until stopped (or, with ``burst``, until no due work is left).
 
-        ``queues``: a list serves them in strict order (the first queue's jobs first); a
-        mapping ``{"critical": 6, "default": 3, "low": 1}`` claims from them in proportion
-        to the weights while each has work. None: ``JOBQ_QUEUES`` (empty: every queue)."""
+        ``queues``: a list serves them by strict priority across them (as one
+        pool); a mapping ``{"critical": 6, "default": 3, "low": 1}`` claims from them in
+        proportion to the weights while each has work; a string is read as ``--queues``
+        is (``"a,b"`` or ``"a:6,b:3"``). None: ``JOBQ_QUEUES`` (empty: every queue)."""
         worker = self.worker(queues=queues, concurrency=concurrency, burst=burst, metrics=metrics)
         if handle_signals:
             worker.install_signal_handlers(asyncio.get_running_loop())

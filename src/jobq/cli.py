@@ -178,8 +178,8 @@ def worker(
         typer.Option(
             "--queues",
             "-q",
-            help="Comma-separated queues in strict order (a,b), or weighted for proportional "
-            "claims (critical:6,default:3,low:1); default: all",
+            help="Comma-separated queues, by strict priority across them (a,b), or weighted "
+            "for proportional claims (critical:6,default:3,low:1); default: all",
         ),
     ] = None,
     concurrency: Annotated[

@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     concurrency: int = Field(10, ge=1, le=10_000, description="Jobs one worker runs at once")
     queues: str = Field(
         "",
-        description="Comma-separated queues a worker serves, in strict order (a,b), or with "
-        "weights for proportional claims (a:6,b:3,c:1); empty = all",
+        description="Comma-separated queues a worker serves, by strict priority across them "
+        "(a,b), or with weights for proportional claims (a:6,b:3,c:1); empty = all",
     )
     tenant_fairness: bool = Field(
         False,

@@ -74,3 +74,11 @@ def test_every_queue_empty_still_asks_every_queue() -> None:
     planner.mark_empty("a")
     planner.mark_empty("b")
     assert planner.split(4) == {"a": 3, "b": 1}
+
+
+def test_a_worker_reads_a_queue_spec_string() -> None:
+    from jobq import JobQueue
+
+    jq = JobQueue("sqlite:///unused.db")
+    assert jq.worker(queues="a:2,b:1", concurrency=2)._planner is not None
+    assert jq.worker(queues="a,b", concurrency=2).queues == ["a", "b"]

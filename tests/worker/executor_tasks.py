@@ -70,3 +70,8 @@ def uses_transaction(ctx: JobContext) -> None:
 
 def fails_with_value_error(ctx: JobContext) -> None:
     raise ValueError("bad input")
+
+
+def tell_pid_then_hang(ctx: JobContext) -> None:
+    ctx.progress(1, str(os.getpid()))
+    hang(ctx)

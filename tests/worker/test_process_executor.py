@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +25,9 @@ from . import executor_tasks as t
 @pytest.fixture
 async def jq(db_url: str) -> AsyncIterator[JobQueue]:
     queue = JobQueue(
-        settings=fast_settings(db_url, process_pool_size=1, process_cancel_grace_s=0.3)
+        settings=fast_settings(
+            db_url, process_pool_size=1, process_cancel_grace_s=0.3, shutdown_grace_s=1.0
+        )
     )
     yield queue
     await queue.close()
@@ -224,3 +227,64 @@ async def test_shutdown_waits_for_a_child_then_hands_its_job_back(jq: JobQueue) 
 
 async def _status_is(jq: JobQueue, job: Job, status: JobStatus) -> bool:
     return (await jq.get(job.id)).status is status
+
+
+async def test_a_task_that_raises_keeps_its_child(jq: JobQueue, start: Any) -> None:
+    pid = jq.task(executor="process")(t.whose_pid)
+    fails = jq.task(executor="process", max_attempts=1)(t.fails_with_value_error)
+    first = await pid.defer()
+    start(concurrency=1)
+    before = (await finished(jq, first)).result
+    assert (await finished(jq, await fails.defer())).status is JobStatus.FAILED
+    assert (await finished(jq, await pid.defer())).result == before
+
+
+async def test_a_child_killed_from_outside_fails_only_its_attempt(jq: JobQueue, start: Any) -> None:
+    """What the kernel's OOM killer does to a child: SIGKILL. The attempt fails with the
+    signal and is retried in a fresh child."""
+    task = jq.task(executor="process", max_attempts=2, retry_base=0, retry_cap=0)(
+        t.tell_pid_then_hang
+    )
+    job = await task.defer()
+    running = start(concurrency=1)
+
+    async def child_pid() -> int:
+        progress = (await jq.get(job.id)).progress
+        return int(progress["message"]) if progress else 0
+
+    pid = await eventually(child_pid, what="the child's pid")
+    os.kill(pid, signal.SIGKILL)
+
+    async def second_attempt() -> bool:
+        return (await jq.get(job.id)).attempt == 2
+
+    await eventually(second_attempt, what="the retry")
+    errors = await jq.errors(job.id)
+    assert [(e.attempt, e.error) for e in errors] == [
+        (1, "child process died: killed by signal SIGKILL")
+    ]
+    assert not running.task.done()
+
+    async def another_child() -> bool:
+        return await child_pid() not in (0, pid)
+
+    await eventually(another_child, what="the retry running in a fresh child")
+
+
+async def test_the_worker_default_sends_sync_tasks_to_children(db_url: str) -> None:
+    jq = JobQueue(settings=fast_settings(db_url, executor="process", process_pool_size=1))
+    try:
+        pid = jq.task(t.whose_pid)
+        job = await pid.defer()
+        await asyncio.wait_for(jq.run_worker(concurrency=1, burst=True), 60)
+        done = await jq.get(job.id)
+        assert done.status is JobStatus.SUCCEEDED and done.result != os.getpid()
+
+        @jq.task
+        def nested(ctx: Any) -> None:
+            return None
+
+        with pytest.raises(ConfigurationError, match="importable module"):
+            jq.worker(concurrency=1)
+    finally:
+        await jq.close()

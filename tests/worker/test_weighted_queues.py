@@ -47,3 +47,33 @@ async def test_full_queues_are_claimed_in_proportion_to_their_weights(db_url: st
             assert abs(share - expected) <= 0.05 * expected, (queue, share, done)
     finally:
         await jq.close()
+
+
+async def test_weighted_claims_keep_queue_limits_and_tenant_fairness(db_url: str) -> None:
+    jq = JobQueue(settings=fast_settings(db_url, tenant_fairness=True))
+    jq.limit_queue("a", max_running=2)
+    running: dict[str, int] = {"a": 0, "b": 0}
+    peak: dict[str, int] = {"a": 0, "b": 0}
+
+    @jq.task
+    async def step(ctx: JobContext) -> None:
+        queue = ctx.job.queue
+        running[queue] += 1
+        peak[queue] = max(peak[queue], running[queue])
+        await asyncio.sleep(0)  # let the worker start others meanwhile
+        running[queue] -= 1
+
+    try:
+        for queue in ("a", "b"):
+            await jq.enqueue_many(
+                [step.configure(queue=queue, tenant=f"t{i % 3}").job() for i in range(150)]
+            )
+        await asyncio.wait_for(
+            jq.run_worker(queues={"a": 3, "b": 1}, concurrency=8, burst=True), 120
+        )
+        stats = {(s.queue, s.status): s.count for s in await jq.stats()}
+        assert stats == {("a", JobStatus.SUCCEEDED): 150, ("b", JobStatus.SUCCEEDED): 150}
+        assert peak["a"] <= 2  # the queue's limit holds through the weighted split
+        assert peak["b"] > 2  # and the slots it could not take went to b
+    finally:
+        await jq.close()

@@ -207,7 +207,10 @@ def _run(
         func, task = targets[target]
     except Exception as exc:
         return _error("do_not_retry", f"cannot import {target} in the child process: {exc}"), False
-    limited = _limit_memory(memory_limit_mb)
+    try:
+        limited = _limit_memory(memory_limit_mb)
+    except OSError as exc:  # no /proc: the limit cannot be set relative to the child's size
+        return _error("do_not_retry", f"memory_limit_mb is not available here: {exc}"), False
     try:
         if asyncio.iscoroutinefunction(func):
             result = asyncio.run(func(ctx, **payload))

@@ -128,22 +128,34 @@ class ProcessPool:
         records (HardTimeout, MemoryLimitError, ChildDied, TaskFailedInChild, JobCancelled,
         DoNotRetry, RetryAt)."""
         child = await self._acquire()
-        keep = False
+        reply: tuple[Any, ...] = ("died", "")
         try:
-            result, keep = await self._run_in(child, ctx, task, timeout)
-            return result
+            reply = await self._run_in(child, ctx, task, timeout)
         finally:
-            await self._release(child, keep)
+            await self._release(child, self._reusable(child, reply))
+        return _outcome(reply, ctx)
+
+    def _reusable(self, child: _Child, reply: tuple[Any, ...]) -> bool:
+        """Whether the child may run another job: it answered (a task's exception is
+        the task's business), did not run out of memory and has jobs left before recycling."""
+        if reply[0] == "died" or (reply[0] == "error" and reply[1] == "memory"):
+            return False
+        return not self.max_jobs_per_child or child.jobs < self.max_jobs_per_child
 
     async def _run_in(
         self, child: _Child, ctx: JobContext, task: Task[Any, Any], timeout: float | None
-    ) -> tuple[Any, bool]:
+    ) -> tuple[Any, ...]:
+        """The child's reply; raises (after killing the child) on timeout or on a
+        cancellation the task did not heed."""
         loop = asyncio.get_running_loop()
         child.reply = loop.create_future()
         child.ctx = ctx
         limit = task.memory_limit_mb or self.memory_limit_mb or None
         target = f"{task.func.__module__}:{task.func.__qualname__}"
-        child.conn.send(("run", ctx.job, target, limit, _portable(task.retry.retry_for)))
+        try:
+            child.conn.send(("run", ctx.job, target, limit, _portable(task.retry.retry_for)))
+        except OSError as exc:  # it died idle, and its end of the pipe is not read yet
+            return ("died", f"child process died before the job reached it: {exc}")
         child.jobs += 1
         deadline = None if timeout is None else loop.time() + timeout
         cancel_sent_at: float | None = None
@@ -178,26 +190,7 @@ class ProcessPool:
                 await self._kill(child, "timeout")
                 raise HardTimeout(f"timed out after {timeout:g} s (killed)")
         await self._flush_writes(child)
-        return self._outcome(child, child.reply.result(), ctx)
-
-    def _outcome(self, child: _Child, reply: tuple[Any, ...], ctx: JobContext) -> tuple[Any, bool]:
-        """(the result, whether the child may run more jobs); raises the job's failure."""
-        keep = not self.max_jobs_per_child or child.jobs < self.max_jobs_per_child
-        if reply[0] == "ok":
-            return reply[1], keep
-        if reply[0] == "died":
-            raise ChildDied(reply[1])
-        _, kind, summary, trace, retryable, retry_at = reply
-        if kind == "memory":
-            ctx.log.warning("child process exceeded its memory limit; replaced", error=summary)
-            raise MemoryLimitError(summary)
-        if kind == "cancelled":
-            raise JobCancelled(summary)
-        if kind == "do_not_retry":
-            raise DoNotRetry(summary)
-        if kind == "retry_at":
-            raise RetryAt(retry_at, summary)
-        raise TaskFailedInChild(summary, trace, retryable)
+        return child.reply.result()
 
     # ------------------------------------------------------------------ children
     async def _acquire(self) -> _Child:
@@ -275,7 +268,9 @@ class ProcessPool:
         child.reply = ready
         loop.add_reader(ours.fileno(), self._on_message, child)
         try:
-            await asyncio.wait_for(ready, 60)
+            answer = await asyncio.wait_for(ready, 60)
+            if answer[0] != "ready":  # it died before its first word
+                raise ChildDied(f"a child process failed to start: {answer[1]}")
         except BaseException:
             await self._retire(child)
             raise
@@ -333,7 +328,12 @@ class ProcessPool:
     def _relay_log(self, child: _Child, level: str, event: str, fields: dict[str, Any]) -> None:
         logger = child.ctx.log if child.ctx is not None else log
         emit = getattr(logger, level, None) or logger.info
-        emit(event, child_pid=child.pid, **fields)
+        fields.pop("event", None)
+        fields["child_pid"] = child.pid
+        try:
+            emit(event, **fields)
+        except Exception as exc:  # a field the logger refuses: the event, without fields
+            logger.warning(event, child_pid=child.pid, log_error=str(exc))
 
     async def _kill(self, child: _Child, reason: str) -> None:
         """SIGKILL: a hung or cancelled-but-deaf task gets no say. Its slot is freed by
@@ -384,6 +384,25 @@ def _portable(classes: tuple[type[BaseException], ...]) -> tuple[type[BaseExcept
     except Exception:
         return None
     return classes
+
+
+def _outcome(reply: tuple[Any, ...], ctx: JobContext) -> Any:
+    """The job's result, or its failure raised as the worker records it."""
+    if reply[0] == "ok":
+        return reply[1]
+    if reply[0] == "died":
+        raise ChildDied(reply[1])
+    _, kind, summary, trace, retryable, retry_at = reply
+    if kind == "memory":
+        ctx.log.warning("child process exceeded its memory limit; replaced", error=summary)
+        raise MemoryLimitError(summary)
+    if kind == "cancelled":
+        raise JobCancelled(summary)
+    if kind == "do_not_retry":
+        raise DoNotRetry(summary)
+    if kind == "retry_at":
+        raise RetryAt(retry_at, summary)
+    raise TaskFailedInChild(summary, trace, retryable)
 
 
 @contextlib.contextmanager

@@ -46,6 +46,7 @@ from ..observability.metrics import Metrics
 from ..periodic import start_scheduler
 from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerRegistration
 from ..storage.common import storable_json
+from ..task import check_importable
 from .completer import Completer
 from .context import JobContext
 from .pausing import ClaimableQueues
@@ -79,7 +80,7 @@ class Worker:
         self.driver = jobq.driver
         self.queues = list(queues) if queues is not None else None
         # {queue: weight}: claims split across the queues in proportion (see weights.py);
-        # a plain list keeps the strict order of the queues' priorities.
+        # a plain list claims by strict priority across the queues.
         self._planner = WeightedPlanner(queues) if isinstance(queues, Mapping) else None
         self._planner_reset_at = 0.0
         # Read once: tasks are registered before workers start. None keeps the plain claim.
@@ -116,6 +117,10 @@ class Worker:
         self._sync_executor: Executor = (
             "process" if self.settings.executor == "process" else "thread"
         )
+        if self._sync_executor == "process":  # refused now, not job by job in the children
+            for task in jobq.tasks.values():
+                if task.executor_for("process") == "process":
+                    check_importable(task.name, task.func)
         # One thread per slot; a thread stuck past its job's timeout keeps its slot (see
         # threads.py), so claims shrink rather than fresh jobs waiting for a thread.
         self._threads = TaskThreads(concurrency, on_stuck=self._on_stuck_threads)

@@ -11,7 +11,7 @@ worker:
   pool, so a job never fails as "timed out" without having run;
 - the threads are daemon threads: shutdown waits ``shutdown_grace_s`` for running jobs and
   then the process exits, stuck threads or not (the standard ThreadPoolExecutor joins its
-  threads at interpreter exit, which kept a worker alive as long as its hung tasks).
+  threads at interpreter exit, which would keep a worker alive as long as its hung tasks).
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping
 
 
 def parse_queues(spec: str) -> tuple[list[str] | None, dict[str, int] | None]:
-    """``"a,b"`` -> (["a", "b"], None): strict order, as always. ``"a:6,b:3"`` -> (["a", "b"],
-    {"a": 6, "b": 3}): weighted. Mixing both forms is refused, as is a weight below 1."""
+    """``"a,b"`` -> (["a", "b"], None): strict priority across them, as always.
+    ``"a:6,b:3"`` -> (["a", "b"], {"a": 6, "b": 3}): weighted. Mixing both forms is
+    refused, as is a weight below 1."""
     names: list[str] = []
     weights: dict[str, int] = {}
     for item in (part.strip() for part in spec.split(",")):
