@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, ca
 from .config import Settings
 from .errors import ConfigurationError, InvalidJobError, JobNotFoundError
 from .model import Job, JobError, JobStatus, WorkerInfo
+from .observability import tracing
 from .observability.metrics import Metrics
 from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
 from .retry import RetryPolicy
 from .storage import connect
 from .storage.base import (
+    BACKLOG_CAP,
     DEFAULT_QUEUE,
+    Backlog,
     CancelResult,
     ClaimLimits,
     Driver,
@@ -37,6 +40,9 @@ from .task import (
 )
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from .observability.tracing import JobTracer
     from .worker.runtime import Worker
 
 P = ParamSpec("P")
@@ -83,6 +89,8 @@ class JobQueue:
         self.queue_limits: dict[str, int] = {}  # see limit_queue()
         self._driver: Driver | None = None
         self._driver_lock = threading.Lock()  # synchronous producers may start in any thread
+        self._tracer: JobTracer | None = None
+        self._tracer_resolved = False  # see the tracer property
 
     # ------------------------------------------------------------------ storage
     @property
@@ -354,14 +362,26 @@ class JobQueue:
 
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """Enqueue many jobs in one round trip (build them with ``task.job(...)``)."""
-        return await self.driver.enqueue_many(jobs, connection=connection)
+        tracer = self.tracer
+        if tracer is None:
+            return await self.driver.enqueue_many(jobs, connection=connection)
+        with tracer.enqueuing(jobs) as sending:
+            created = await self.driver.enqueue_many(sending.jobs, connection=connection)
+            sending.record([j.id for j in created])
+        return created
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """``enqueue_many`` for synchronous code: blocks until the jobs are stored. Safe from
         any thread; the first call opens connections of its own (closed by ``close_sync``
         or ``close``). With PostgreSQL, ``connection`` may be your open psycopg Connection
         (sync), and the jobs commit or roll back with your transaction."""
-        return self.driver.enqueue_many_sync(jobs, connection=connection)
+        tracer = self.tracer
+        if tracer is None:
+            return self.driver.enqueue_many_sync(jobs, connection=connection)
+        with tracer.enqueuing(jobs) as sending:
+            created = self.driver.enqueue_many_sync(sending.jobs, connection=connection)
+            sending.record([j.id for j in created])
+        return created
 
     async def chain(self, *steps: NewJob | Sequence[NewJob], connection: Any = None) -> list[Job]:
         """Enqueue steps that run one after another: each step (a job, or a group of jobs
@@ -431,6 +451,30 @@ class JobQueue:
 
     async def workers(self) -> list[WorkerInfo]:
         return await self.driver.workers()
+
+    async def backlog(self, *, at_most: int = BACKLOG_CAP) -> Backlog:
+        """Per queue, the jobs due and waiting and how long the oldest of them has waited,
+        and the age of the newest worker heartbeat: what the metrics endpoint exports. Cheap
+        at any size: each queue's count stops at ``at_most`` (see Backlog)."""
+        return await self.driver.backlog(at_most)
+
+    # ------------------------------------------------------------------ tracing
+    @property
+    def tracer(self) -> JobTracer | None:
+        """The OpenTelemetry tracer of this queue's spans, or None when tracing is off (see
+        observability/tracing.py). Decided on first use, so that a TracerProvider the
+        application installs after creating the JobQueue, but before enqueueing or starting
+        a worker, is the one used."""
+        if not self._tracer_resolved:
+            self._tracer = tracing.resolve()
+            self._tracer_resolved = True
+        return self._tracer
+
+    def use_tracer_provider(self, provider: TracerProvider | None) -> None:
+        """Trace with this provider instead of the global one (None: tracing off). Call it
+        before starting workers or the API: they read the tracer when they start."""
+        self._tracer = tracing.JobTracer(provider) if provider is not None else None
+        self._tracer_resolved = True
 
     # ------------------------------------------------------------------ working
     def worker(

@@ -22,6 +22,7 @@ from .config import Settings
 from .errors import JobqError
 from .observability.logging import configure_logging
 from .observability.metrics import Metrics
+from .observability.tracing import setup_from_environment as setup_tracing
 from .process import settle_heap
 from .worker.simulated import PLANS, register_demo_tasks
 
@@ -191,6 +192,7 @@ def worker(
     early_signals = _remember_signals_until_started()
     settings = _settings(database_url, queues=queues, concurrency=concurrency)
     configure_logging(settings)
+    setup_tracing()
     metrics = Metrics()
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -294,6 +296,7 @@ def serve(
     """API + worker in one process (the demo kinds unless APP is given)."""
     settings = _settings(database_url, api_host=host, api_port=port, concurrency=concurrency)
     configure_logging(settings)
+    setup_tracing()
     jobq = load_app(app_spec, settings, database_url)
     _run(lambda: _migrate_and_close(jobq))
     _serve_guarded(lambda: _serve_http(jobq, settings, worker=jobq.worker()))
@@ -309,6 +312,7 @@ def api(
     """The HTTP API alone (run workers with `jobq worker`)."""
     settings = _settings(database_url, api_host=host, api_port=port)
     configure_logging(settings)
+    setup_tracing()
     jobq = load_app(app_spec, settings, database_url)
     _run(lambda: _migrate_and_close(jobq))
     _serve_guarded(lambda: _serve_http(jobq, settings))
@@ -363,6 +367,7 @@ def enqueue(
     except ValueError:
         raise _usage("--depends-on takes job ids separated by commas, like 12,13") from None
     settings = _settings(database_url)
+    setup_tracing()
 
     async def work() -> None:
         jobq = load_app(None, settings)
@@ -454,6 +459,7 @@ def demo(
 ) -> None:
     """Enqueue COUNT jobs of the demo kinds (send_email, resize_image, ...)."""
     settings = _settings(database_url)
+    setup_tracing()
 
     async def work() -> None:
         jobq = load_app(None, settings)

@@ -204,12 +204,14 @@ async def create_job(
             return replay_or_conflict(existing, body, response, state)
     await ensure_room(state, {new_job.queue: 1})
     validate_new_job(new_job)  # before batching: one bad job must not fail its neighbours
-    if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
-        # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
-        # not share a batch with other requests' jobs.
-        (job,) = await state.jobq.driver.enqueue_many([new_job])
+    tracer = state.jobq.tracer
+    if tracer is None:
+        job = await insert_one(state, new_job)
     else:
-        job = await state.batcher.enqueue(new_job)
+        with tracer.enqueuing([new_job]) as sending:
+            (new_job,) = sending.jobs
+            job = await insert_one(state, new_job)
+            sending.record([job.id])
     if key is not None and job.request_id != new_job.request_id and job.idempotency_key == key:
         # Another request with this key won the race between our check and our insert.
         return replay_or_conflict(job, body, response, state)
@@ -220,6 +222,15 @@ async def create_job(
         state.depth_gate.accepted(job.queue, 1)
     state.metrics.jobs_enqueued.labels(job.queue).inc()
     return job_response(job, 201, dict(response.headers))
+
+
+async def insert_one(state: ApiState, new_job: NewJob) -> Job:
+    if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
+        # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
+        # not share a batch with other requests' jobs.
+        (job,) = await state.jobq.driver.enqueue_many([new_job])
+        return job
+    return await state.batcher.enqueue(new_job)
 
 
 @router.post(
@@ -311,6 +322,23 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
 
 
 async def insert_items(
+    state: ApiState,
+    items: list[tuple[int, NewJob]],
+    errors: list[BulkItemError],
+    counts: dict[str, int],
+) -> tuple[list[int], int]:
+    """insert_bulk_items, in an enqueue span when tracing."""
+    tracer = state.jobq.tracer
+    if tracer is None:
+        return await insert_bulk_items(state, items, errors, counts)
+    with tracer.enqueuing([job for _, job in items]) as sending:
+        stamped = [(index, job) for (index, _), job in zip(items, sending.jobs, strict=True)]
+        ids, created = await insert_bulk_items(state, stamped, errors, counts)
+        sending.record(ids)
+    return ids, created
+
+
+async def insert_bulk_items(
     state: ApiState,
     items: list[tuple[int, NewJob]],
     errors: list[BulkItemError],

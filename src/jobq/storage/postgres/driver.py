@@ -29,6 +29,8 @@ from ...errors import (
 )
 from ...model import Job, JobError, JobStatus, WorkerInfo
 from ..base import (
+    BACKLOG_QUEUES,
+    Backlog,
     CancelOutcome,
     CancelResult,
     ClaimLimits,
@@ -38,6 +40,7 @@ from ..base import (
     ListParams,
     NewJob,
     NotificationHandler,
+    QueueBacklog,
     QueueStat,
     WorkerRegistration,
     unique_states_mask,
@@ -217,6 +220,7 @@ def _jobs_from_request(requested: list[dict[str, Any]], rows: list[tuple[Any, ..
                 timeout_s=asked["timeout_s"],
                 request_id=asked["request_id"],
                 request_fingerprint=asked["request_fingerprint"],
+                trace_context=asked["trace_context"],
             )
         )
     return jobs
@@ -317,6 +321,7 @@ def _insert_row(job: NewJob) -> dict[str, Any]:
         "request_id": job.request_id,
         "request_fingerprint": job.request_fingerprint,
         "status": None,  # queued, unless it waits on dependencies
+        "trace_context": job.trace_context,
     }
 
 
@@ -1221,6 +1226,18 @@ class PostgresDriver:
         listener = PostgresListener(self._url, handler, self._bus)
         await listener.start()
         return listener
+
+    # ------------------------------------------------------------------ observability
+    async def backlog(self, at_most: int) -> Backlog:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                self._q["backlog"], {"at_most": max(at_most, 0), "queues": BACKLOG_QUEUES}
+            )
+            queues = [QueueBacklog(r[0], int(r[1]), max(0.0, r[2])) for r in await cur.fetchall()]
+            cur = await conn.execute(self._q["backlog_workers"])
+            row = await cur.fetchone()
+        workers, age = (int(row[0]), row[1]) if row else (0, None)
+        return Backlog(queues, workers, None if age is None else max(0.0, age))
 
 
 class PostgresListener:

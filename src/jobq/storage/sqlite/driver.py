@@ -48,6 +48,8 @@ from ...errors import (
 )
 from ...model import Job, JobError, JobStatus, WorkerInfo
 from ..base import (
+    BACKLOG_QUEUES,
+    Backlog,
     CancelOutcome,
     CancelResult,
     ClaimLimits,
@@ -57,6 +59,7 @@ from ..base import (
     ListParams,
     NewJob,
     NotificationHandler,
+    QueueBacklog,
     QueueStat,
     WorkerRegistration,
     unique_states_mask,
@@ -718,6 +721,7 @@ class SqliteDriver:
                 "request_id": j.request_id,
                 "request_fingerprint": j.request_fingerprint,
                 "status": None,  # queued, unless it waits on dependencies
+                "trace_context": j.trace_context,
             }
             for j, payload in zip(jobs, payloads, strict=True)
         ]
@@ -1200,3 +1204,12 @@ class SqliteDriver:
     ) -> LocalListener:
         # Besides this process's own events: other processes' commits (see watch.py).
         return await CommitWatcher.start(self._bus, handler, self._path, queues)
+
+    # ------------------------------------------------------------------ observability
+    async def backlog(self, at_most: int) -> Backlog:
+        # SQLite reads a negative LIMIT as "no limit"; the point here is a bounded count.
+        params = {"at_most": max(at_most, 0), "queues": BACKLOG_QUEUES, "now": time.time()}
+        rows = await self._read("backlog", params)
+        queues = [QueueBacklog(r[0], int(r[1]), max(0.0, r[2])) for r in rows]
+        [(workers, age)] = await self._read("backlog_workers", {"now": params["now"]})
+        return Backlog(queues, int(workers), None if age is None else max(0.0, age))
