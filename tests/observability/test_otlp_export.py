@@ -41,6 +41,9 @@ def test_spans_are_exported_over_otlp_http(tmp_path: Path) -> None:
 
     mine = [s for s in spans() if s["trace_id"] == job["trace_id"]]
     assert {s["service"] for s in mine} == {"jobq-under-test"}
+    names = [s["name"] for s in mine]
+    for name in ("POST /jobs", "send default"):  # one request span: none made twice
+        assert names.count(name) == 1, names
     by_name = {s["name"]: s for s in mine}
     assert by_name["send default"]["parent_span_id"] == by_name["POST /jobs"]["span_id"]
     process = by_name["process default"]
