@@ -24,6 +24,7 @@ from dataclasses import replace
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigurationError
 from ..model import Job
 from ..storage.base import NewJob
 
@@ -94,7 +95,7 @@ def setup_from_environment() -> TracerProvider | None:
         elif name == "console":
             exporter = ConsoleSpanExporter()
         else:
-            raise ValueError(
+            raise ConfigurationError(
                 f"OTEL_TRACES_EXPORTER: jobq knows otlp, console and none, not {name!r}"
             )
         provider.add_span_processor(BatchSpanProcessor(exporter))
