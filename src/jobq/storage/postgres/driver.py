@@ -1229,7 +1229,10 @@ class PostgresDriver:
 
     # ------------------------------------------------------------------ observability
     async def backlog(self, at_most: int) -> Backlog:
-        async with self._connection() as conn:
+        async with self._connection() as conn, conn.transaction():
+            # The planner prices the walk as if every queue were full, which turns on JIT
+            # compilation: 40 ms a scrape (measured, 5 queues), several times the walk itself.
+            await conn.execute("SET LOCAL jit = off")
             cur = await conn.execute(
                 self._q["backlog"], {"at_most": max(at_most, 0), "queues": BACKLOG_QUEUES}
             )
