@@ -3,6 +3,7 @@ request, the enqueue, each attempt and the completion, on each driver."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from jobq.api import create_app
 from jobq.observability.logging import add_trace_ids
 from jobq.observability.tracing import trace_id_of
 from jobq.worker.context import JobContext
+
+from ..waiting import eventually
 
 
 @pytest.fixture
@@ -205,6 +208,44 @@ async def test_a_periodic_job_starts_its_own_trace(
     assert parent_id(send) is None
     assert process.context.trace_id == send.context.trace_id
     assert parent_id(process) == send.context.span_id
+
+
+async def test_ticks_of_a_running_worker_start_traces_of_their_own(
+    traced: JobQueue, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    ran: list[int] = []
+
+    @traced.periodic("* * * * * *", name="every_second")  # six fields: every second
+    async def every_second(ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
+
+    worker = traced.worker(concurrency=2)
+    # The worker starts inside a span: its scheduler's ticks must still not join that trace.
+    with provider.get_tracer("test").start_as_current_span("deploy") as deploy:
+        running = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: _ran_twice(ran), timeout=30, what="two ticks run")
+    finally:
+        worker.stop()
+        await running
+
+    spans = exporter.get_finished_spans()
+    sends = by_name(spans, "send default")
+    assert len(sends) >= 2
+    deploy_trace = deploy.get_span_context().trace_id
+    for send in sends:
+        assert send.context is not None
+        assert parent_id(send) is None and send.context.trace_id != deploy_trace
+    assert len({s.context.trace_id for s in sends if s.context is not None}) == len(sends)
+    for process in by_name(spans, "process default"):
+        assert process.context is not None
+        (creator,) = [s for s in sends if s.context is not None and linked_to(process, s)]
+        assert creator.context is not None
+        assert process.context.trace_id == creator.context.trace_id
+
+
+async def _ran_twice(ran: list[int]) -> bool:
+    return len(ran) >= 2
 
 
 async def test_untraced_jobs_have_no_trace_context(db_url: str) -> None:
