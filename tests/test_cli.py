@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from jobq.storage.sqlfiles import load_migrations
+
 
 def jobq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -35,12 +37,16 @@ def one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
 
 
 def test_migrate_rollback_refresh(url: str) -> None:
-    every = "0001, 0002, 0003, 0004, 0005"
+    versions = [f"{m.version:04d}" for m in load_migrations("sqlite")]
+    every = ", ".join(versions)
     assert jobq("migrate", "-d", url).stdout.strip() == f"applied: {every}"
     assert jobq("migrate", "-d", url).stdout.strip() == "applied: nothing"
-    assert jobq("migrate", "--rollback", "-d", url).stdout.strip() == "rolled back: 0005"
-    assert jobq("migrate", "--rollback", "4", "-d", url).stdout.strip() == (
-        "rolled back: 0004, 0003, 0002, 0001"
+    assert jobq("migrate", "--rollback", "-d", url).stdout.strip() == (
+        f"rolled back: {versions[-1]}"
+    )
+    rest = len(versions) - 1
+    assert jobq("migrate", "--rollback", str(rest), "-d", url).stdout.strip() == (
+        "rolled back: " + ", ".join(reversed(versions[:-1]))
     )
     refreshed = jobq("migrate", "--refresh", "-d", url).stdout.strip().splitlines()
     assert refreshed == ["rolled back: nothing", f"applied: {every}"]

@@ -24,12 +24,15 @@ from .errors import (
 )
 from .maintenance import Maintenance, holder_id
 from .model import Job, JobError, JobStatus, WorkerInfo
+from .observability import tracing
 from .observability.metrics import Metrics
 from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
 from .retry import RetryPolicy
 from .storage import connect
 from .storage.base import (
+    BACKLOG_CAP,
     DEFAULT_QUEUE,
+    Backlog,
     CancelResult,
     ClaimLimits,
     Driver,
@@ -56,6 +59,9 @@ from .task import (
 from .worker.weights import parse_queues
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from .observability.tracing import JobTracer
     from .worker.runtime import Worker
 
 P = ParamSpec("P")
@@ -145,6 +151,8 @@ class JobQueue:
         self._driver: Driver | None = None
         self._driver_lock = threading.Lock()  # synchronous producers may start in any thread
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()  # see worker_states
+        self._tracer: JobTracer | None = None
+        self._tracer_resolved = False  # see the tracer property
 
     # ------------------------------------------------------------------ storage
     @property
@@ -475,28 +483,57 @@ class JobQueue:
         """Enqueue jobs and say what became of each, in request order: ``created``, or no
         new job because its idempotency key was ``replayed`` (the same job asked again) or
         ``key_reused`` (the key names a different job), or its ``unique_key_held`` by an
-        active job. ``Enqueued.job`` is the job that answers the request either way."""
-        return await self.driver.enqueue(jobs, connection=connection)
+        active job. ``Enqueued.job`` is the job that answers the request either way.
+        With tracing on, the enqueue is a span whose context every job carries."""
+        tracer = self._tracer_for(jobs)
+        if tracer is None:
+            return await self.driver.enqueue(jobs, connection=connection)
+        with tracer.enqueuing(jobs) as sending:
+            answers = await self.driver.enqueue(sending.jobs, connection=connection)
+            sending.record([a.job.id for a in answers])
+        return answers
 
     def submit_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
         """``submit`` for synchronous code (see ``enqueue_many_sync``)."""
-        return self.driver.enqueue_sync(jobs, connection=connection)
+        tracer = self._tracer_for(jobs)
+        if tracer is None:
+            return self.driver.enqueue_sync(jobs, connection=connection)
+        with tracer.enqueuing(jobs) as sending:
+            answers = self.driver.enqueue_sync(sending.jobs, connection=connection)
+            sending.record([a.job.id for a in answers])
+        return answers
+
+    def _tracer_for(self, jobs: Sequence[NewJob]) -> JobTracer | None:
+        """The tracer an enqueue of ``jobs`` opens its span with: none when tracing is off,
+        or when every job already carries its enqueuer's context (an HTTP request's span,
+        the batch it shares an insert with being no operation of its own)."""
+        tracer = self.tracer
+        if tracer is None or all(job.trace_context for job in jobs):
+            return None
+        return tracer
 
     async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
         """The ids ``enqueue_many`` would return the jobs of, without building each Job of
         a batch without keys or parents (the fastest way to load many jobs)."""
-        return await self.driver.enqueue_many_ids(jobs)
+        tracer = self._tracer_for(jobs)
+        if tracer is None:
+            return await self.driver.enqueue_many_ids(jobs)
+        with tracer.enqueuing(jobs) as sending:
+            ids = await self.driver.enqueue_many_ids(sending.jobs)
+            sending.record(ids)
+        return ids
 
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
-        """Enqueue many jobs in one round trip (build them with ``task.job(...)``)."""
-        return await self.driver.enqueue_many(jobs, connection=connection)
+        """Enqueue many jobs in one round trip (build them with ``task.job(...)``); the job
+        answering each (see ``submit`` for what became of each)."""
+        return [answer.job for answer in await self.submit(jobs, connection=connection)]
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """``enqueue_many`` for synchronous code: blocks until the jobs are stored. Safe from
         any thread; the first call opens connections of its own (closed by ``close_sync``
         or ``close``). With PostgreSQL, ``connection`` may be your open psycopg Connection
         (sync), and the jobs commit or roll back with your transaction."""
-        return self.driver.enqueue_many_sync(jobs, connection=connection)
+        return [answer.job for answer in self.submit_sync(jobs, connection=connection)]
 
     async def chain(self, *steps: NewJob | Sequence[NewJob], connection: Any = None) -> list[Job]:
         """Enqueue steps that run one after another: each step (a job, or a group of jobs
@@ -661,6 +698,30 @@ class JobQueue:
     async def discard(self, job_ids: Sequence[int]) -> list[int]:
         """Delete dead letters (failed jobs; others are left alone) with their history."""
         return await self.driver.discard_failed(job_ids)
+
+    async def backlog(self, *, at_most: int = BACKLOG_CAP) -> Backlog:
+        """Per queue, the jobs due and waiting and how long the oldest of them has waited,
+        and the age of the newest worker heartbeat: what the metrics endpoint exports. Cheap
+        at any size: each queue's count stops at ``at_most`` (see Backlog)."""
+        return await self.driver.backlog(at_most)
+
+    # ------------------------------------------------------------------ tracing
+    @property
+    def tracer(self) -> JobTracer | None:
+        """The OpenTelemetry tracer of this queue's spans, or None when tracing is off (see
+        observability/tracing.py). Decided on first use, so that a TracerProvider the
+        application installs after creating the JobQueue, but before enqueueing or starting
+        a worker, is the one used."""
+        if not self._tracer_resolved:
+            self._tracer = tracing.resolve()
+            self._tracer_resolved = True
+        return self._tracer
+
+    def use_tracer_provider(self, provider: TracerProvider | None) -> None:
+        """Trace with this provider instead of the global one (None: tracing off). Call it
+        before starting workers or the API: they read the tracer when they start."""
+        self._tracer = tracing.JobTracer(provider) if provider is not None else None
+        self._tracer_resolved = True
 
     # ------------------------------------------------------------------ working
     def maintenance(self, holder: str | None = None) -> Maintenance:

@@ -22,6 +22,7 @@ from .config import Settings
 from .errors import ConfigurationError, JobqError
 from .observability.logging import configure_logging
 from .observability.metrics import Metrics
+from .observability.tracing import setup_from_environment as setup_tracing
 from .process import settle_heap
 from .worker.simulated import PLANS, register_demo_tasks
 
@@ -75,6 +76,16 @@ def _invalid_setting(exc: pydantic.ValidationError) -> typer.Exit:
     message = str(first["msg"]).removeprefix("Value error, ")
     typer.echo(f"error: {where}: {message}", err=True)
     return typer.Exit(1)
+
+
+def _setup_tracing() -> None:
+    """OpenTelemetry from the OTEL_* variables (see observability/tracing.py); a bad value
+    is one line and exit code 1, like a bad setting."""
+    try:
+        setup_tracing()
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
@@ -197,6 +208,7 @@ def worker(
     early_signals = _remember_signals_until_started()
     settings = _settings(database_url, queues=queues, concurrency=concurrency)
     configure_logging(settings)
+    _setup_tracing()
     metrics = Metrics()
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -300,6 +312,7 @@ def serve(
     """API + worker in one process (the demo kinds unless APP is given)."""
     settings = _settings(database_url, api_host=host, api_port=port, concurrency=concurrency)
     configure_logging(settings)
+    _setup_tracing()
     jobq = load_app(app_spec, settings, database_url)
     _run(lambda: _migrate_and_close(jobq))
     _serve_guarded(lambda: _serve_http(jobq, settings, worker=jobq.worker()))
@@ -315,6 +328,7 @@ def api(
     """The HTTP API alone (run workers with `jobq worker`)."""
     settings = _settings(database_url, api_host=host, api_port=port)
     configure_logging(settings)
+    _setup_tracing()
     jobq = load_app(app_spec, settings, database_url)
     _run(lambda: _migrate_and_close(jobq))
     _serve_guarded(lambda: _serve_http(jobq, settings))
@@ -369,6 +383,7 @@ def enqueue(
     except ValueError:
         raise _usage("--depends-on takes job ids separated by commas, like 12,13") from None
     settings = _settings(database_url)
+    _setup_tracing()
 
     async def work() -> None:
         jobq = load_app(None, settings)
@@ -460,6 +475,7 @@ def demo(
 ) -> None:
     """Enqueue COUNT jobs of the demo kinds (send_email, resize_image, ...)."""
     settings = _settings(database_url)
+    _setup_tracing()
 
     async def work() -> None:
         jobq = load_app(None, settings)

@@ -91,6 +91,8 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     request_fingerprint: str | None = None
+    # The enqueuer's W3C traceparent (see observability/tracing.py); None when not traced.
+    trace_context: str | None = None
 
     @property
     def is_terminal(self) -> bool:

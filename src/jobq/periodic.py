@@ -157,8 +157,14 @@ class Schedule:
         ).job(**self.job_payload(tick))
 
     async def enqueue(self, jobq: JobQueue, tick: datetime) -> Job:
-        """Enqueue this tick's job, or get the one another worker enqueued already."""
-        return (await jobq.enqueue_many([self.job_of(jobq.tasks[self.task], tick)]))[0]
+        """Enqueue this tick's job, or get the one another worker enqueued already. Traced,
+        a tick starts a trace of its own: it belongs to no request."""
+        job = self.job_of(jobq.tasks[self.task], tick)
+        tracer = jobq.tracer
+        if tracer is None:
+            return (await jobq.enqueue_many([job]))[0]
+        with tracer.new_trace():
+            return (await jobq.enqueue_many([job]))[0]
 
     @classmethod
     def for_task(

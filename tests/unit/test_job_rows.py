@@ -25,7 +25,7 @@ def test_job_from_values_equals_the_constructor_for_every_field() -> None:
 
 
 def test_job_from_values_refuses_a_short_row() -> None:
-    with pytest.raises(ValueError, match="26 fields, not 3"):
+    with pytest.raises(ValueError, match="27 fields, not 3"):
         job_from_values(["only", "three", "values"])
 
 

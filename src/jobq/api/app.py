@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
+import structlog
 from fastapi import FastAPI
 
 from ..app import JobQueue
 from ..dashboard import install_dashboard
 from ..observability.metrics import Metrics
+from ..observability.tracing import UNTRACED_URLS
 from ..worker.runtime import Worker
 from .batching import EnqueueBatcher
 from .docs_page import install_docs
@@ -22,6 +25,8 @@ from .routes_jobs import router as jobs_router
 from .routes_ops import router as ops_router
 from .routes_pause import router as pause_router
 from .state import ApiState
+
+log = structlog.get_logger("jobq.api")
 
 
 def create_app(
@@ -98,7 +103,20 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _register_problem_schema(app)
+    if jobq.tracer is not None:
+        _trace_requests(app, jobq.tracer.provider)
     return app
+
+
+def _trace_requests(app: FastAPI, provider: Any) -> None:
+    """A server span per HTTP request (OpenTelemetry's FastAPI instrumentation, outermost,
+    so that the request's log line and the enqueue span belong to it)."""
+    try:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    except ImportError:  # the SDK without the instrumentation: jobq's own spans only
+        log.warning("opentelemetry-instrumentation-fastapi is missing: no HTTP request spans")
+        return
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=UNTRACED_URLS)
 
 
 def _register_problem_schema(app: FastAPI) -> None:

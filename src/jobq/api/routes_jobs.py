@@ -13,7 +13,7 @@ from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from ..errors import InvalidJobError, InvalidTransitionError, TenantQuotaExceeded
 from ..model import Job, JobStatus
-from ..storage.base import CancelOutcome, EnqueueOutcome, ListParams, NewJob
+from ..storage.base import CancelOutcome, Enqueued, EnqueueOutcome, ListParams, NewJob
 from ..storage.common import refuse_nul, validate_new_job, within_run_at_range
 from .problems import ProblemError, problem_responses
 from .schemas import (
@@ -204,12 +204,14 @@ async def create_job(
             return replay_or_conflict(existing, body, response, state)
     await ensure_room(state, {new_job.queue: 1})
     validate_new_job(new_job)  # before batching: one bad job must not fail its neighbours
-    if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
-        # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
-        # not share a batch with other requests' jobs.
-        (answer,) = await state.jobq.submit([new_job])
+    tracer = state.jobq.tracer
+    if tracer is None:
+        answer = await insert_one(state, new_job)
     else:
-        answer = await state.batcher.enqueue(new_job)
+        with tracer.enqueuing([new_job]) as sending:
+            (new_job,) = sending.jobs
+            answer = await insert_one(state, new_job)
+            sending.record([answer.job.id])
     job = answer.job
     if answer.outcome in (EnqueueOutcome.REPLAYED, EnqueueOutcome.KEY_REUSED):
         # Another request with this key won the race between our check and our insert.
@@ -221,6 +223,15 @@ async def create_job(
         state.depth_gate.accepted(job.queue, 1)
     state.metrics.jobs_enqueued.labels(job.queue).inc()
     return job_response(job, 201, dict(response.headers))
+
+
+async def insert_one(state: ApiState, new_job: NewJob) -> Enqueued:
+    if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
+        # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
+        # not share a batch with other requests' jobs.
+        (answer,) = await state.jobq.submit([new_job])
+        return answer
+    return await state.batcher.enqueue(new_job)
 
 
 @router.post(
@@ -312,6 +323,23 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
 
 
 async def insert_items(
+    state: ApiState,
+    items: list[tuple[int, NewJob]],
+    errors: list[BulkItemError],
+    counts: dict[str, int],
+) -> tuple[list[int], int]:
+    """insert_bulk_items, in an enqueue span when tracing."""
+    tracer = state.jobq.tracer
+    if tracer is None:
+        return await insert_bulk_items(state, items, errors, counts)
+    with tracer.enqueuing([job for _, job in items]) as sending:
+        stamped = [(index, job) for (index, _), job in zip(items, sending.jobs, strict=True)]
+        ids, created = await insert_bulk_items(state, stamped, errors, counts)
+        sending.record(ids)
+    return ids, created
+
+
+async def insert_bulk_items(
     state: ApiState,
     items: list[tuple[int, NewJob]],
     errors: list[BulkItemError],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ..errors import DatabaseUnavailableError
 from ..model import JobStatus
@@ -128,15 +128,22 @@ async def ready(state: State) -> HealthOut:
     "/metrics",
     tags=["operations"],
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"}},
+    responses={
+        200: {
+            "content": {"text/plain": {}, "application/openmetrics-text": {}},
+            "description": "Prometheus text, or OpenMetrics (with exemplars) when asked for",
+        }
+    },
     summary="Prometheus metrics",
 )
-async def metrics(state: State) -> Response:
+async def metrics(state: State, request: Request) -> Response:
     try:
         stats = await state.jobq.stats()
+        state.metrics.set_backlog(await state.jobq.backlog())
     except DatabaseUnavailableError:
         stats = []  # still expose the process's own metrics during an outage
     state.metrics.queue_jobs.clear()
     for stat in stats:
         state.metrics.queue_jobs.labels(stat.queue, str(stat.status)).set(stat.count)
-    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    body, content_type = state.metrics.render_for(request.headers.get("accept"))
+    return Response(body, media_type=content_type)

@@ -9,6 +9,7 @@ from fastapi import Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..model import Job, JobError, JobStatus, WorkerInfo
+from ..observability.tracing import trace_id_of
 from ..storage.base import MAX_PRIORITY, MIN_PRIORITY, QueueStat
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
@@ -119,6 +120,11 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    trace_id: str | None = Field(
+        default=None,
+        description="The OpenTelemetry trace (32 hex digits) that enqueued the job and that "
+        "its attempts continue; null when the enqueuer was not tracing",
+    )
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -146,6 +152,7 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             updated_at=job.updated_at,
+            trace_id=trace_id_of(job.trace_context),
         )
 
 

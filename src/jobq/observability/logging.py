@@ -8,6 +8,25 @@ import sys
 import structlog
 
 from ..config import Settings
+from .tracing import tracing_installed
+
+
+def add_trace_ids() -> structlog.types.Processor:
+    """A processor adding ``trace_id`` and ``span_id`` (hex, as trace backends show them)
+    to a line logged while an OpenTelemetry span is current: a request's, an enqueue's, a
+    job attempt's."""
+    from opentelemetry import trace
+
+    def processor(
+        _logger: object, _method: str, event: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event["trace_id"] = format(context.trace_id, "032x")
+            event["span_id"] = format(context.span_id, "016x")
+        return event
+
+    return processor
 
 
 def configure_logging(settings: Settings) -> None:
@@ -18,6 +37,8 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if tracing_installed():
+        shared.append(add_trace_ids())
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_json

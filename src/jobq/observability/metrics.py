@@ -3,14 +3,19 @@ the API and the worker when both run in one process (``jobq serve``)."""
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
+
+from ..storage.base import BACKLOG_CAP, Backlog
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # How prometheus_client writes a bucket's bound ("1.0", "+Inf"); its module has no types.
@@ -87,9 +92,73 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # --- per kind, for the SLOs (label values: the kinds this process runs) ---
+        self.job_queue_time = LoopHistogram(
+            "jobq_job_queue_time_seconds",
+            "Time in queue: from a job being due (enqueued, or its run_at or retry time) to "
+            "an attempt starting",
+            ["kind"],
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.job_attempts = Counter(
+            "jobq_job_attempts_total", "Attempts started", ["kind"], registry=r
+        )
+        self.job_retries = Counter(
+            "jobq_job_retries_total", "Failed attempts that will be retried", ["kind"], registry=r
+        )
+        self.job_dead_letters = Counter(
+            "jobq_job_dead_letters_total",
+            "Jobs that failed for good (into the dead-letter set)",
+            ["kind"],
+            registry=r,
+        )
+        self.slots = Gauge(
+            "jobq_worker_slots", "Job slots (concurrency) of this worker", registry=r
+        )
+        self.slots_busy = Gauge("jobq_worker_slots_busy", "Job slots running a job now", registry=r)
+        # --- the queue as the database sees it, read at each scrape of the API ---
+        self.queue_depth = Gauge(
+            "jobq_queue_depth",
+            f"Jobs due and not started, per queue (a count stops at {BACKLOG_CAP})",
+            ["queue"],
+            registry=r,
+        )
+        self.queue_oldest_wait = Gauge(
+            "jobq_queue_oldest_wait_seconds",
+            "How long the oldest due job of the queue has waited to start",
+            ["queue"],
+            registry=r,
+        )
+        self.workers_registered = Gauge(
+            "jobq_workers_registered", "Workers registered in the database", registry=r
+        )
+        self.worker_heartbeat_age = Gauge(
+            "jobq_worker_heartbeat_age_seconds",
+            "Seconds since the newest heartbeat of any worker (+Inf with no worker registered)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def render_for(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition a scraper asked for: OpenMetrics (which carries the exemplars'
+        trace ids) when its Accept header names it, else Prometheus text."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+    def set_backlog(self, backlog: Backlog) -> None:
+        """The database's view of the queues, replacing the last one (a queue that emptied
+        drops out instead of keeping its last value)."""
+        self.queue_depth.clear()
+        self.queue_oldest_wait.clear()
+        for queue in backlog.queues:
+            self.queue_depth.labels(queue.queue).set(queue.due)
+            self.queue_oldest_wait.labels(queue.queue).set(queue.oldest_wait_s)
+        self.workers_registered.set(backlog.workers)
+        age = backlog.newest_heartbeat_age_s
+        self.worker_heartbeat_age.set(float("inf") if age is None else age)
 
 
 class LoopHistogram(Collector):
@@ -130,10 +199,12 @@ class LoopHistogram(Collector):
         family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
         for values, child in list(self._children.items()):
             counts, total = list(child.counts), child.sum
-            cumulative, buckets = 0, []
-            for le, count in zip(self._le, counts, strict=True):
+            exemplars = list(child.exemplars) if child.exemplars else [None] * len(counts)
+            cumulative = 0
+            buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
+            for le, count, exemplar in zip(self._le, counts, exemplars, strict=True):
                 cumulative += count
-                buckets.append((le, cumulative))
+                buckets.append((le, cumulative) if exemplar is None else (le, cumulative, exemplar))
             family.add_metric(list(values), buckets, total)
         yield family
 
@@ -142,14 +213,25 @@ class LoopHistogram(Collector):
 
 
 class LoopHistogramChild:
-    __slots__ = ("_bounds", "counts", "sum")
+    __slots__ = ("_bounds", "counts", "exemplars", "sum")
 
     def __init__(self, bounds: list[float]) -> None:
         self._bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last one counts values above every bound
         self.sum = 0.0
+        # Each bucket's latest traced observation; made on the first one (tracing on).
+        self.exemplars: list[Exemplar | None] | None = None
 
     def observe(self, value: float) -> None:
         # bisect_left: a value equal to a bound belongs to that bound's bucket (le = "<=").
         self.counts[bisect_left(self._bounds, value)] += 1
         self.sum += value
+
+    def observe_traced(self, value: float, trace_id: str) -> None:
+        """``observe``, keeping the observation as its bucket's exemplar (OpenMetrics)."""
+        bucket = bisect_left(self._bounds, value)
+        self.counts[bucket] += 1
+        self.sum += value
+        if self.exemplars is None:
+            self.exemplars = [None] * len(self.counts)
+        self.exemplars[bucket] = Exemplar({"trace_id": trace_id}, value, time.time())

@@ -49,6 +49,7 @@ class NewJob:
     timeout_s: float | None = None
     request_id: str | None = None
     request_fingerprint: str | None = None  # digest of the API request behind an idempotency key
+    trace_context: str | None = None  # the enqueuing span's W3C traceparent, when traced
 
 
 # A unique key is always held while its job may still run.
@@ -151,6 +152,33 @@ class QueueStat:
     status: JobStatus
     count: int
     oldest_run_at: datetime | None
+
+
+# Due jobs counted per queue for the metrics, at most: a count stops there, so that a scrape
+# costs the same on a backlog of millions.
+BACKLOG_CAP = 10_000
+# Queues reported by one backlog read, at most: a bound on the metrics' label values too.
+BACKLOG_QUEUES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBacklog:
+    """A queue's jobs that are due and not started (queued or retrying, run_at passed).
+
+    ``due`` stops at the cap it was read with; ``oldest_wait_s`` is the wait of the oldest
+    of them, exact while ``due`` is under the cap, else of the oldest among those counted
+    (the highest priorities first): a lower bound."""
+
+    queue: str
+    due: int
+    oldest_wait_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    queues: list[QueueBacklog]
+    workers: int  # registered workers
+    newest_heartbeat_age_s: float | None  # None: no worker is registered
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +391,12 @@ class Driver(Protocol):
 
     async def count_claimable(self, queues: Sequence[str] | None) -> int:
         """Jobs due now and waiting to be claimed in these queues (None: all)."""
+        ...
+
+    async def backlog(self, at_most: int) -> Backlog:
+        """Due jobs per queue (each count stopping at ``at_most``; at most BACKLOG_QUEUES
+        queues), the oldest one's wait, and the workers' newest heartbeat: reads bounded
+        by ``at_most`` rows a queue, for a metrics scrape."""
         ...
 
     # --- wake-ups ---

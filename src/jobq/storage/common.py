@@ -35,7 +35,7 @@ def job_row_builder(
     Generated once per column list, unrolled, as dataclasses generates ``__init__``: a
     worker turns thousands of rows a second into Jobs. It writes the slots through their
     descriptors rather than calling Job(...), whose frozen ``__init__`` goes through
-    ``object.__setattr__`` for each of the 26 fields (7 µs a Job, against 3.3 µs, measured)."""
+    ``object.__setattr__`` for each of the 27 fields (7 µs a Job, against 3.3 µs, measured)."""
     convert = dict(converters)
     namespace: dict[str, Any] = {"new": object.__new__, "Job": Job}
     lines = ["def build(row):", "    job = new(Job)"]
@@ -175,10 +175,15 @@ def dump_optional_json(value: Any) -> str | None:
 
 def plain_batch(jobs: Sequence[NewJob]) -> bool:
     """True when no job of the batch has an idempotency key (or its request's fingerprint),
-    a unique key or parents: every one becomes a new queued row with only the plain columns,
-    so the rows can be written without reading any back."""
+    a unique key, parents or a trace context: every one becomes a new queued row with only
+    the plain columns, so the rows can be written without reading any back."""
     return not any(
-        j.idempotency_key or j.request_fingerprint or j.unique_key or j.depends_on for j in jobs
+        j.idempotency_key
+        or j.request_fingerprint
+        or j.unique_key
+        or j.depends_on
+        or j.trace_context
+        for j in jobs
     )
 
 
@@ -194,6 +199,7 @@ def queued_job(
             job_id, job.queue, job.kind, payload, JobStatus.QUEUED, job.priority, run_at,
             0, job.max_attempts, created_at, created_at, job.tenant, None, None, [], timeout_s,
             None, None, None, False, None, None, job.request_id, None, None, None,
+            job.trace_context,
         )
     )  # fmt: skip
 

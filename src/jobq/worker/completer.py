@@ -13,11 +13,14 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from ..storage.base import Completion, Driver, Failure
+
+if TYPE_CHECKING:
+    from ..observability.tracing import JobTracer
 
 log = structlog.get_logger("jobq.worker")
 
@@ -25,8 +28,12 @@ T = TypeVar("T")
 
 
 class Completer:
-    def __init__(self, driver: Driver, *, flush_s: float, batch_size: int) -> None:
+    def __init__(
+        self, driver: Driver, *, flush_s: float, batch_size: int, tracer: JobTracer | None = None
+    ) -> None:
         self._driver = driver
+        self._tracer = tracer
+        self._attempts: list[Any] = []  # span contexts of the attempts whose outcomes wait
         self._flush_s = flush_s
         self._batch_size = batch_size
         self._successes: list[Completion] = []
@@ -44,12 +51,18 @@ class Completer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="jobq-completer")
 
-    def succeed(self, completion: Completion) -> None:
+    def succeed(self, completion: Completion, attempt: Any = None) -> None:
+        """Write ``completion`` soon; ``attempt``: the span context of the attempt, which the
+        completion span of its batch links to."""
         self._successes.append(completion)
+        if attempt is not None:
+            self._attempts.append(attempt)
         self._wake()
 
-    def fail(self, failure: Failure) -> None:
+    def fail(self, failure: Failure, attempt: Any = None) -> None:
         self._failures.append(failure)
+        if attempt is not None:
+            self._attempts.append(attempt)
         self._wake()
 
     def _wake(self) -> None:
@@ -78,6 +91,12 @@ class Completer:
             while self.pending:
                 successes, self._successes = self._successes, []
                 failures, self._failures = self._failures, []
+                attempts, self._attempts = self._attempts, []
+                if self._tracer is not None and attempts:
+                    with self._tracer.settling(attempts, len(successes) + len(failures)):
+                        await self._write(self._driver.complete_many, successes)
+                        await self._write(self._driver.fail_many, failures)
+                    continue
                 await self._write(self._driver.complete_many, successes)
                 await self._write(self._driver.fail_many, failures)
             self._idle.set()

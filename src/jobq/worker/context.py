@@ -26,6 +26,7 @@ class JobContext:
         "cancel_reason",
         "completed_in_transaction",
         "job",
+        "span",
         "worker_id",
     )
 
@@ -40,6 +41,7 @@ class JobContext:
         self._log: Any = None
         self.cancel_reason: str | None = None
         self.completed_in_transaction = False
+        self.span: Any = None  # the attempt's OpenTelemetry span, when tracing is on
 
     @property
     def log(self) -> Any:

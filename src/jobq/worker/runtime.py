@@ -56,6 +56,7 @@ from .weights import WeightedPlanner
 
 if TYPE_CHECKING:
     from ..app import JobQueue
+    from ..observability.tracing import JobTracer
     from ..task import Executor, Task
 
 log = structlog.get_logger("jobq.worker")
@@ -108,10 +109,13 @@ class Worker:
         self._stop_now = asyncio.Event()
         self._finished = asyncio.Event()  # clear while run() runs
         self._finished.set()
+        self._tracer = jobq.tracer  # None: tracing off, and no span or context per job
+        self._meters.per_kind_queue_time = self._tracer is None
         self._completer = Completer(
             self.driver,
             flush_s=self.settings.completion_flush_s,
             batch_size=self.settings.completion_batch_size,
+            tracer=self._tracer,
         )
         self._listener: Listener | None = None
         self._sync_executor: Executor = (
@@ -195,6 +199,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="jobq-heartbeat")
         # Periodic jobs (jq.periodic): every worker enqueues each tick, keyed so one job results.
         scheduler = None if self.burst else start_scheduler(self.jobq, self._stopping, self.log)
+        self.metrics.slots.inc(self.concurrency)  # summed over the workers of a process
         try:
             await self._claim_loop()
             await self._finish_in_flight()
@@ -217,6 +222,7 @@ class Worker:
             await self._listener.close()
             with contextlib.suppress(Exception):
                 await self.driver.unregister_worker(self.id)
+            self.metrics.slots.dec(self.concurrency)
             self.log.info("worker stopped", processed=self.processed)
 
     async def until_database_answers(
@@ -396,8 +402,19 @@ class Worker:
         ctx = JobContext(job, self.id, self.driver)
         # The loop's own create_task, unnamed: asyncio.create_task's wrapper and a name per
         # task cost about 4 µs a job more (measured with 1,000 tasks of a no-op).
-        task = asyncio.get_running_loop().create_task(self._execute(ctx))
+        if self._tracer is None:
+            task = asyncio.get_running_loop().create_task(self._execute(ctx))
+        else:
+            task = self._start_traced(ctx, self._tracer)
         self._running[job.id] = (ctx, task)
+
+    def _start_traced(self, ctx: JobContext, tracer: JobTracer) -> asyncio.Task[None]:
+        """The attempt's span, current inside the job's task (for the task's own spans and
+        log lines), and its trace id as the exemplar of the job's time in queue."""
+        ctx.span = span = tracer.start_attempt(ctx.job, self.id)
+        self._meters.queued_traced(ctx.job, tracer.trace_id(span))
+        loop = asyncio.get_running_loop()
+        return loop.create_task(self._execute(ctx), context=tracer.context_with(span))
 
     async def _execute(self, ctx: JobContext) -> None:
         job = ctx.job
@@ -428,6 +445,8 @@ class Worker:
         except asyncio.CancelledError:
             # Forced shutdown: _finish_in_flight hands the job back; nothing to record.
             self._running.pop(job.id, None)
+            if ctx.span is not None and self._tracer is not None:
+                self._tracer.end_attempt(ctx.span, "handed_back")
             raise
         except LeaseLostError as exc:
             # Another worker owns this job now; our transactional effects were rolled back.
@@ -440,7 +459,11 @@ class Worker:
             outcome = "cancelled"
         except BaseException as exc:  # a task's failure, whatever it raised
             failure = self._failure(job, task_or_none(self.jobq, job.kind), exc)
-            self._completer.fail(failure)
+            if ctx.span is not None and self._tracer is not None:
+                self._tracer.attempt_failed(ctx.span, exc, failure.error)
+                self._completer.fail(failure, ctx.span.get_span_context())
+            else:
+                self._completer.fail(failure)
             if (
                 failure.retry_in_s is not None
                 and failure.retry_in_s < self.settings.poll_interval_s
@@ -453,11 +476,19 @@ class Worker:
             ctx.log.info("job " + outcome, error=failure.error, retry_in_s=failure.retry_in_s)
         else:
             if not ctx.completed_in_transaction:
-                self._completer.succeed(Completion(job.id, job.attempt, result))
+                completion = Completion(job.id, job.attempt, result)
+                if ctx.span is None:
+                    self._completer.succeed(completion)
+                else:
+                    self._completer.succeed(completion, ctx.span.get_span_context())
             elif result is not None:
                 await self._store_result(job, result)
         elapsed = time.perf_counter() - began
-        self._meters.finished(job, outcome, elapsed)
+        if ctx.span is None or self._tracer is None:
+            self._meters.finished(job, outcome, elapsed)
+        else:
+            self._meters.finished(job, outcome, elapsed, self._tracer.trace_id(ctx.span))
+            self._tracer.end_attempt(ctx.span, outcome)
         if self._trace_jobs:
             self.log.log(
                 self._trace_level,
@@ -598,29 +629,58 @@ class WorkerMeters:
     def __init__(self, metrics: Metrics, running: Callable[[], int]) -> None:
         self._metrics = metrics
         metrics.in_flight.set_function(running)  # read at scrape time, nothing per job
+        metrics.slots_busy.set_function(running)
         self._claimed: dict[str, Any] = {}
         self._wait: dict[str, Any] = {}
         self._duration: dict[str, Any] = {}
         self._finished: dict[tuple[str, str], Any] = {}
+        self._queue_time: dict[str, Any] = {}
+        self._attempts: dict[str, Any] = {}
+        # False when each job's time in queue is observed as it starts instead, with its
+        # trace id (queued_traced).
+        self.per_kind_queue_time = True
 
     def claimed(self, jobs: Sequence[Job]) -> None:
-        """A claimed batch: one counter step per queue, one wait observation per job."""
+        """A claimed batch: one counter step per queue and kind, one wait observation per
+        job by queue and one by kind."""
         by_queue: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
+        per_kind = self.per_kind_queue_time
         for job in jobs:
-            queue = job.queue
+            queue, kind = job.queue, job.kind
             by_queue[queue] = by_queue.get(queue, 0) + 1
+            by_kind[kind] = by_kind.get(kind, 0) + 1
             wait = self._wait.get(queue)
             if wait is None:
                 wait = self._wait[queue] = self._metrics.job_wait.labels(queue)
             if job.started_at is not None:
-                wait.observe(max(0.0, (job.started_at - job.run_at).total_seconds()))
+                waited = max(0.0, (job.started_at - job.run_at).total_seconds())
+                wait.observe(waited)
+                if per_kind:
+                    self._queue_time_of(kind).observe(waited)
         for queue, count in by_queue.items():
             counter = self._claimed.get(queue)
             if counter is None:
                 counter = self._claimed[queue] = self._metrics.jobs_claimed.labels(queue)
             counter.inc(count)
+        for kind, count in by_kind.items():
+            attempts = self._attempts.get(kind)
+            if attempts is None:
+                attempts = self._attempts[kind] = self._metrics.job_attempts.labels(kind)
+            attempts.inc(count)
 
-    def finished(self, job: Job, outcome: str, seconds: float) -> None:
+    def _queue_time_of(self, kind: str) -> Any:
+        child = self._queue_time.get(kind)
+        if child is None:
+            child = self._queue_time[kind] = self._metrics.job_queue_time.labels(kind)
+        return child
+
+    def queued_traced(self, job: Job, trace_id: str) -> None:
+        if job.started_at is not None:
+            waited = max(0.0, (job.started_at - job.run_at).total_seconds())
+            self._queue_time_of(job.kind).observe_traced(waited, trace_id)
+
+    def finished(self, job: Job, outcome: str, seconds: float, trace_id: str | None = None) -> None:
         key = (job.kind, outcome)
         counter = self._finished.get(key)
         if counter is None:
@@ -629,7 +689,14 @@ class WorkerMeters:
         duration = self._duration.get(job.kind)
         if duration is None:
             duration = self._duration[job.kind] = self._metrics.job_duration.labels(job.kind)
-        duration.observe(seconds)
+        if trace_id is None:
+            duration.observe(seconds)
+        else:
+            duration.observe_traced(seconds, trace_id)
+        if outcome == "retried":
+            self._metrics.job_retries.labels(job.kind).inc()
+        elif outcome == "failed":
+            self._metrics.job_dead_letters.labels(job.kind).inc()
 
 
 def task_or_none(jobq: JobQueue, kind: str) -> Task[Any, Any] | None:

@@ -34,6 +34,8 @@ from ...rules.enqueue import (
     match_inserted,
 )
 from ..base import (
+    BACKLOG_QUEUES,
+    Backlog,
     CancelOutcome,
     CancelResult,
     ClaimParams,
@@ -44,6 +46,7 @@ from ..base import (
     ListParams,
     NewJob,
     NotificationHandler,
+    QueueBacklog,
     QueueStat,
     StatusCount,
     WorkerRegistration,
@@ -235,6 +238,7 @@ def _jobs_from_request(requested: list[dict[str, Any]], rows: list[tuple[Any, ..
                 timeout_s=asked["timeout_s"],
                 request_id=asked["request_id"],
                 request_fingerprint=asked["request_fingerprint"],
+                trace_context=asked["trace_context"],
             )
         )
     return jobs
@@ -335,6 +339,7 @@ def _insert_row(job: NewJob, waiting: bool) -> dict[str, Any]:
         "request_id": job.request_id,
         "request_fingerprint": job.request_fingerprint,
         "status": str(JobStatus.WAITING) if waiting else None,  # None: queued
+        "trace_context": job.trace_context,
     }
 
 
@@ -1107,6 +1112,21 @@ class PostgresDriver(RuleOperations):
             rows = await cur.fetchall()
         through = rows[0][0] if rows else None
         return through, [(int(r[1]), JobStatus(r[2]), r[3]) for r in rows if r[1] is not None]
+
+    # ------------------------------------------------------------------ observability
+    async def backlog(self, at_most: int) -> Backlog:
+        async with self._connection() as conn, conn.transaction():
+            # The planner prices the walk as if every queue were full, which turns on JIT
+            # compilation: 40 ms a scrape (measured, 5 queues), several times the walk itself.
+            await conn.execute("SET LOCAL jit = off")
+            cur = await conn.execute(
+                self._q["backlog"], {"at_most": max(at_most, 0), "queues": BACKLOG_QUEUES}
+            )
+            queues = [QueueBacklog(r[0], int(r[1]), max(0.0, r[2])) for r in await cur.fetchall()]
+            cur = await conn.execute(self._q["backlog_workers"])
+            row = await cur.fetchone()
+        workers, age = (int(row[0]), row[1]) if row else (0, None)
+        return Backlog(queues, workers, None if age is None else max(0.0, age))
 
 
 class PostgresListener:

@@ -12,16 +12,16 @@
 WITH inserted AS (
 INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
                        idempotency_key, unique_key, unique_states, depends_on, timeout_s,
-                       request_id, request_fingerprint, status)
+                       request_id, request_fingerprint, status, trace_context)
 SELECT j.queue, j.kind, j.payload, j.priority, COALESCE(j.run_at, now()), j.max_attempts,
        j.tenant, j.idempotency_key, j.unique_key, j.unique_states,
        COALESCE(j.depends_on, '{}'), j.timeout_s, j.request_id, j.request_fingerprint,
-       COALESCE(j.status, 'queued')
+       COALESCE(j.status, 'queued'), j.trace_context
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS j(queue text, kind text, payload jsonb, priority int, run_at timestamptz,
           max_attempts int, tenant text, idempotency_key text, unique_key text,
           unique_states smallint, depends_on bigint[], timeout_s float8, request_id text,
-          request_fingerprint text, status text)
+          request_fingerprint text, status text, trace_context text)
 ON CONFLICT DO NOTHING
 RETURNING id, run_at, created_at, idempotency_key, unique_key, status, queue
 )
@@ -57,12 +57,12 @@ FROM STDIN
 WITH inserted AS (
     INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
                            idempotency_key, unique_key, unique_states, depends_on, timeout_s,
-                           request_id, request_fingerprint, status)
+                           request_id, request_fingerprint, status, trace_context)
     VALUES (%(queue)s, %(kind)s, %(payload)s::jsonb, %(priority)s,
             COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(tenant)s,
             %(idempotency_key)s, %(unique_key)s, %(unique_states)s,
             COALESCE(%(depends_on)s::bigint[], '{}'), %(timeout_s)s, %(request_id)s,
-            %(request_fingerprint)s, COALESCE(%(status)s, 'queued'))
+            %(request_fingerprint)s, COALESCE(%(status)s, 'queued'), %(trace_context)s)
     ON CONFLICT DO NOTHING
     RETURNING id, run_at, created_at, idempotency_key, unique_key, status, queue
 )
@@ -694,3 +694,31 @@ SELECT (SELECT through FROM jobq_rollup_watermark WHERE name = 'finished'),
        extract(epoch FROM minute)::bigint, status, jobs
 FROM (SELECT 1) AS one
 LEFT JOIN jobq_finished_minutes ON minute >= %(since)s
+
+-- name: backlog
+-- For the metrics endpoint. The queues with waiting jobs, found by a skip scan of the claim
+-- index (one probe a queue, however many jobs), at most :queues of them; for each, its due
+-- jobs counted up to :at_most and the wait of the oldest of those counted.
+WITH RECURSIVE queues AS (
+    (SELECT queue FROM jobq_jobs WHERE status IN ('queued', 'retrying') ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM jobq_jobs j
+            WHERE j.status IN ('queued', 'retrying') AND j.queue > q.queue
+            ORDER BY j.queue LIMIT 1)
+    FROM queues q WHERE q.queue IS NOT NULL
+)
+SELECT q.queue, d.due, COALESCE(extract(epoch FROM now() - d.oldest), 0)::float8
+FROM (SELECT queue FROM queues WHERE queue IS NOT NULL LIMIT %(queues)s) AS q
+CROSS JOIN LATERAL (
+    SELECT count(*) AS due, min(w.run_at) AS oldest FROM (
+        SELECT j.run_at FROM jobq_jobs j
+        WHERE j.queue = q.queue AND j.status IN ('queued', 'retrying') AND j.run_at <= now()
+        -- The claim index's order: a walk of that index, never a scan of the table.
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT %(at_most)s
+    ) AS w
+) AS d
+ORDER BY q.queue
+
+-- name: backlog_workers
+SELECT count(*), extract(epoch FROM now() - max(heartbeat_at))::float8 FROM jobq_workers

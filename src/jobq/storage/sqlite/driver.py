@@ -54,6 +54,8 @@ from ...rules.enqueue import (
     match_inserted,
 )
 from ..base import (
+    BACKLOG_QUEUES,
+    Backlog,
     CancelOutcome,
     CancelResult,
     ClaimParams,
@@ -64,6 +66,7 @@ from ..base import (
     ListParams,
     NewJob,
     NotificationHandler,
+    QueueBacklog,
     QueueStat,
     StatusCount,
     WorkerRegistration,
@@ -289,6 +292,7 @@ def _insert_row(job: NewJob, payload: str, waiting: bool) -> dict[str, Any]:
         "request_id": job.request_id,
         "request_fingerprint": job.request_fingerprint,
         "status": str(JobStatus.WAITING) if waiting else None,  # None: queued
+        "trace_context": job.trace_context,
     }
 
 
@@ -1104,3 +1108,12 @@ class SqliteDriver(RuleOperations):
         rows = await self._read("rollup_read", {"since": _epoch(since)})
         through = _datetime(rows[0][0]) if rows and rows[0][0] is not None else None
         return through, [(int(r[1]), JobStatus(r[2]), r[3]) for r in rows if r[1] is not None]
+
+    # ------------------------------------------------------------------ observability
+    async def backlog(self, at_most: int) -> Backlog:
+        # SQLite reads a negative LIMIT as "no limit"; the point here is a bounded count.
+        params = {"at_most": max(at_most, 0), "queues": BACKLOG_QUEUES, "now": time.time()}
+        rows = await self._read("backlog", params)
+        queues = [QueueBacklog(r[0], int(r[1]), max(0.0, r[2])) for r in rows]
+        [(workers, age)] = await self._read("backlog_workers", {"now": params["now"]})
+        return Backlog(queues, int(workers), None if age is None else max(0.0, age))

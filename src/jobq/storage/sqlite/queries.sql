@@ -13,7 +13,8 @@
 -- disambiguation between a join's ON and the upsert's ON CONFLICT.
 INSERT INTO jobq_jobs (queue, kind, payload, priority, run_at, max_attempts, tenant,
                        idempotency_key, unique_key, unique_states, depends_on, timeout_s,
-                       request_id, request_fingerprint, status, created_at, updated_at)
+                       request_id, request_fingerprint, status, created_at, updated_at,
+                       trace_context)
 SELECT json_extract(j.value, '$.queue'), json_extract(j.value, '$.kind'),
        json_extract(j.value, '$.payload'), json_extract(j.value, '$.priority'),
        COALESCE(json_extract(j.value, '$.run_at'), :now), json_extract(j.value, '$.max_attempts'),
@@ -22,7 +23,8 @@ SELECT json_extract(j.value, '$.queue'), json_extract(j.value, '$.kind'),
        json_extract(j.value, '$.depends_on'),
        json_extract(j.value, '$.timeout_s'), json_extract(j.value, '$.request_id'),
        json_extract(j.value, '$.request_fingerprint'),
-       COALESCE(json_extract(j.value, '$.status'), 'queued'), :now, :now
+       COALESCE(json_extract(j.value, '$.status'), 'queued'), :now, :now,
+       json_extract(j.value, '$.trace_context')
 FROM json_each(:jobs) AS j
 WHERE true
 ORDER BY j.key
@@ -551,3 +553,32 @@ DELETE FROM jobq_finished_minutes WHERE minute < :now - :keep_s
 SELECT (SELECT through FROM jobq_rollup_watermark WHERE name = 'finished'), minute, status, jobs
 FROM (SELECT 1) AS one
 LEFT JOIN jobq_finished_minutes ON minute >= :since
+
+-- name: backlog
+-- For the metrics endpoint; see the PostgreSQL query of the same name. Times are epoch
+-- seconds, :now the caller's clock. Each count and minimum reads at most :at_most rows.
+WITH RECURSIVE queues(queue) AS (
+    SELECT (SELECT min(queue) FROM jobq_jobs WHERE status IN ('queued', 'retrying'))
+    UNION ALL
+    SELECT (SELECT min(j.queue) FROM jobq_jobs j
+            WHERE j.status IN ('queued', 'retrying') AND j.queue > q.queue)
+    FROM queues q WHERE q.queue IS NOT NULL
+    LIMIT :queues + 1
+)
+SELECT queue,
+       (SELECT count(*) FROM (
+           SELECT 1 FROM jobq_jobs j
+           WHERE j.queue = queues.queue AND j.status IN ('queued', 'retrying')
+             AND j.run_at <= :now
+           LIMIT :at_most)),
+       COALESCE(:now - (SELECT min(run_at) FROM (
+           SELECT j.run_at FROM jobq_jobs j
+           WHERE j.queue = queues.queue AND j.status IN ('queued', 'retrying')
+             AND j.run_at <= :now
+           LIMIT :at_most)), 0.0)
+FROM queues
+WHERE queue IS NOT NULL
+ORDER BY queue
+
+-- name: backlog_workers
+SELECT count(*), :now - max(heartbeat_at) FROM jobq_workers

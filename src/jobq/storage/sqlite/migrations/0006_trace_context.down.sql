@@ -1,0 +1,1 @@
+ALTER TABLE jobq_jobs DROP COLUMN trace_context;
