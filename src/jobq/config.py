@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     )
     poll_only: bool = Field(
         False,
-        description="Never LISTEN, only poll (for PgBouncer in transaction pooling mode)",
+        description=(
+            "For a transaction pooler such as PgBouncer: never LISTEN, only poll; no"
+            " server-side prepared statements nor session settings"
+        ),
     )
     claim_async_commit: bool = Field(
         False,
