@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
@@ -14,6 +14,7 @@ from .errors import ConfigurationError, InvalidJobError, JobNotFoundError
 from .model import Job, JobError, JobStatus, WorkerInfo
 from .observability.metrics import Metrics
 from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
+from .replica import ReadDriver, ReadRouter
 from .retry import RetryPolicy
 from .storage import connect
 from .storage.base import (
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def _found(job_id: int, job: Job | None) -> Job:
@@ -83,6 +85,7 @@ class JobQueue:
         self.queue_limits: dict[str, int] = {}  # see limit_queue()
         self._driver: Driver | None = None
         self._driver_lock = threading.Lock()  # synchronous producers may start in any thread
+        self._reads: ReadRouter | None = None  # with JOBQ_READ_DATABASE_URL (see replica.py)
 
     # ------------------------------------------------------------------ storage
     @property
@@ -97,6 +100,9 @@ class JobQueue:
         return await self.driver.migrate()
 
     async def close(self) -> None:
+        if self._reads is not None:
+            await self._reads.close()
+            self._reads = None
         if self._driver is not None:
             await self._driver.close()
             self._driver = None
@@ -354,14 +360,18 @@ class JobQueue:
 
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """Enqueue many jobs in one round trip (build them with ``task.job(...)``)."""
-        return await self.driver.enqueue_many(jobs, connection=connection)
+        enqueued = await self.driver.enqueue_many(jobs, connection=connection)
+        self._wrote()
+        return enqueued
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """``enqueue_many`` for synchronous code: blocks until the jobs are stored. Safe from
         any thread; the first call opens connections of its own (closed by ``close_sync``
         or ``close``). With PostgreSQL, ``connection`` may be your open psycopg Connection
         (sync), and the jobs commit or roll back with your transaction."""
-        return self.driver.enqueue_many_sync(jobs, connection=connection)
+        enqueued = self.driver.enqueue_many_sync(jobs, connection=connection)
+        self._wrote()
+        return enqueued
 
     async def chain(self, *steps: NewJob | Sequence[NewJob], connection: Any = None) -> list[Job]:
         """Enqueue steps that run one after another: each step (a job, or a group of jobs
@@ -392,7 +402,7 @@ class JobQueue:
 
     # ------------------------------------------------------------------ managing
     async def get(self, job_id: int) -> Job:
-        return _found(job_id, await self.driver.get(job_id))
+        return _found(job_id, await self.find(job_id))
 
     def get_sync(self, job_id: int) -> Job:
         """``get`` for synchronous code (see ``enqueue_many_sync``)."""
@@ -418,19 +428,61 @@ class JobQueue:
             pause = min(0.5, pause * 1.5)
 
     async def errors(self, job_id: int) -> list[JobError]:
-        return await self.driver.job_errors(job_id)
+        return await self._read(lambda d: d.job_errors(job_id))
 
     async def cancel(self, job_id: int) -> CancelResult:
-        return await self.driver.cancel(job_id)
+        result = await self.driver.cancel(job_id)
+        self._wrote()
+        return result
 
     async def requeue(self, job_ids: Sequence[int]) -> list[int]:
-        return await self.driver.requeue(job_ids)
+        requeued = await self.driver.requeue(job_ids)
+        self._wrote()
+        return requeued
 
     async def stats(self) -> list[QueueStat]:
-        return await self.driver.stats()
+        return await self._read(lambda d: d.stats())
 
     async def workers(self) -> list[WorkerInfo]:
-        return await self.driver.workers()
+        return await self._read(lambda d: d.workers())
+
+    async def find(self, job_id: int) -> Job | None:
+        """The job, or None if there is none with this id."""
+        return await self._read(lambda d: d.get(job_id))
+
+    async def list_jobs(self, params: ListParams) -> list[Job]:
+        """``list`` with every filter (tenant, creation times), as the HTTP API offers."""
+        return await self._read(lambda d: d.list_jobs(params))
+
+    async def enqueue_many_ids(self, jobs: Sequence[NewJob]) -> list[int]:
+        """``enqueue_many`` answering ids only (no Job objects built): for bulk producers."""
+        ids = await self.driver.enqueue_many_ids(jobs)
+        self._wrote()
+        return ids
+
+    # ------------------------------------------------------------------ read routing
+    @property
+    def read_router(self) -> ReadRouter | None:
+        """The replica's router when ``JOBQ_READ_DATABASE_URL`` is set (else None)."""
+        if self._reads is None and self.settings.read_database_url:
+            if self.driver.dialect != "postgres":
+                raise ConfigurationError("a read replica needs a PostgreSQL database_url")
+            replica = connect(self.settings.read_database_url, self.settings)
+            self._reads = ReadRouter(
+                cast(ReadDriver, self.driver),
+                cast(ReadDriver, replica),
+                max_lag_s=self.settings.replica_max_lag_s,
+            )
+        return self._reads
+
+    async def _read(self, operation: Callable[[Driver], Awaitable[T]]) -> T:
+        router = self.read_router
+        return await (operation(self.driver) if router is None else router.read(operation))
+
+    def _wrote(self) -> None:
+        router = self.read_router
+        if router is not None:
+            router.wrote()
 
     # ------------------------------------------------------------------ working
     def worker(
@@ -477,7 +529,7 @@ class JobQueue:
         limit: int = 100,
     ) -> list[Job]:
         statuses = [status] if isinstance(status, JobStatus | str) else status
-        return await self.driver.list_jobs(
+        return await self.list_jobs(
             ListParams(
                 statuses=[JobStatus(s) for s in statuses] if statuses else None,
                 kind=kind,

@@ -41,6 +41,16 @@ class Settings(BaseSettings):
             " a database crash can forget the last claims, whose jobs then run again)"
         ),
     )
+    read_database_url: str = Field(
+        "",
+        description=(
+            "PostgreSQL streaming replica for lists, counts, stats and event polls"
+            " (empty: the primary serves them)"
+        ),
+    )
+    replica_max_lag_s: float = Field(
+        5.0, gt=0, description="Reads go to the primary while the replica is further behind"
+    )
     sqlite_busy_timeout_ms: int = Field(
         10_000, ge=0, description="SQLite: how long a writer waits for the file lock"
     )
@@ -140,6 +150,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "database_url must start with postgresql://, postgres:// or sqlite:///"
             )
+        return url
+
+    @field_validator("read_database_url")
+    @classmethod
+    def _replica_is_postgres(cls, url: str) -> str:
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("read_database_url must be a postgresql:// URL (or empty)")
         return url
 
     @field_validator("retention", "failed_retention", mode="before")

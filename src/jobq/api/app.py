@@ -73,8 +73,10 @@ def create_app(
             if settings.max_queue_depth > 0
             else None
         ),
-        batcher=EnqueueBatcher(jobq.driver),
+        batcher=EnqueueBatcher(jobq),
     )
+    if jobq.read_router is not None:
+        jobq.read_router.on_fallback = lambda reason: metrics.replica_fallbacks.labels(reason).inc()
     install_problem_handlers(app)
     app.include_router(jobs_router)
     app.include_router(events_router)

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
+from typing import Protocol
 
 from ..model import Job
-from ..storage.base import Driver, NewJob
+from ..storage.base import NewJob
+
+
+class Enqueuer(Protocol):
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]: ...
 
 
 class EnqueueBatcher:
-    def __init__(self, driver: Driver, max_batch: int = 500) -> None:
-        self._driver = driver
+    def __init__(self, queue: Enqueuer, max_batch: int = 500) -> None:
+        self._queue = queue
         self._max_batch = max_batch
         self._pending: list[tuple[NewJob, asyncio.Future[Job]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -36,7 +42,7 @@ class EnqueueBatcher:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
-                jobs = await self._driver.enqueue_many([job for job, _ in batch])
+                jobs = await self._queue.enqueue_many([job for job, _ in batch])
             except asyncio.CancelledError:
                 for _, future in batch + self._pending:
                     future.cancel()  # shutting down: no waiter is left hanging

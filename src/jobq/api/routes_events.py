@@ -96,7 +96,6 @@ def change_of(before: Job, after: Job) -> str | None:
 async def job_event_stream(
     first: Job, state: ApiState, request: Request, timeout_s: float
 ) -> AsyncIterator[str]:
-    driver = state.jobq.driver
     ids = itertools.count(1)
     deadline = time.monotonic() + timeout_s
     job = first
@@ -113,7 +112,7 @@ async def job_event_stream(
             return
         await asyncio.sleep(min(POLL_INTERVAL_S, deadline - now))
         try:
-            latest = await driver.get(job.id)
+            latest = await state.jobq.find(job.id)
         except DatabaseUnavailableError:
             latest = job  # an outage: keep the stream, try again next round
         if latest is None:  # purged: nothing more to follow (a reconnect gets 404)

@@ -207,7 +207,7 @@ async def create_job(
     if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
         # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
         # not share a batch with other requests' jobs.
-        (job,) = await state.jobq.driver.enqueue_many([new_job])
+        (job,) = await state.jobq.enqueue_many([new_job])
     else:
         job = await state.batcher.enqueue(new_job)
     if key is not None and job.request_id != new_job.request_id and job.idempotency_key == key:
@@ -323,12 +323,12 @@ async def insert_items(
     a job, so neither counts as one."""
     jobs = [job for _, job in items]
     if not any(job.idempotency_key or job.unique_key for job in jobs):
-        made = await state.jobq.driver.enqueue_many_ids(jobs)
+        made = await state.jobq.enqueue_many_ids(jobs)
         return made, len(made)
     ids: list[int] = []
     created = 0
     seen: set[int] = set()
-    for (index, asked), job in zip(items, await state.jobq.driver.enqueue_many(jobs), strict=True):
+    for (index, asked), job in zip(items, await state.jobq.enqueue_many(jobs), strict=True):
         # Created by this item: made by this request, and not already another item's answer.
         new = job.request_id == asked.request_id and job.id not in seen
         seen.add(job.id)
@@ -391,7 +391,7 @@ async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
 
 
 async def job_or_404(state: ApiState, job_id: int) -> Job:
-    job = await state.jobq.driver.get(job_id)
+    job = await state.jobq.find(job_id)
     if job is None:
         raise ProblemError(404, "Not found", f"no job with id {job_id}")
     return job
@@ -418,7 +418,7 @@ async def get_job(job_id: JobId, state: State) -> JobOut:
 )
 async def get_job_errors(job_id: JobId, state: State) -> list[AttemptError]:
     await job_or_404(state, job_id)
-    return [AttemptError.of(e) for e in await state.jobq.driver.job_errors(job_id)]
+    return [AttemptError.of(e) for e in await state.jobq.errors(job_id)]
 
 
 def parse_cursor(cursor: str | None) -> int | None:
@@ -430,9 +430,7 @@ def parse_cursor(cursor: str | None) -> int | None:
 
 async def page_of(state: ApiState, params: ListParams) -> JobPage:
     # One extra row tells whether another page follows.
-    rows = await state.jobq.driver.list_jobs(
-        ListParams(**{**_as_dict(params), "limit": params.limit + 1})
-    )
+    rows = await state.jobq.list_jobs(ListParams(**{**_as_dict(params), "limit": params.limit + 1}))
     more = len(rows) > params.limit
     rows = rows[: params.limit]
     return JobPage(
@@ -490,7 +488,7 @@ async def list_jobs(
     "finished. 404: no such job.",
 )
 async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelOut:
-    result = await state.jobq.driver.cancel(job_id)
+    result = await state.jobq.cancel(job_id)
     if result.outcome is CancelOutcome.NOT_FOUND or result.job is None:
         raise ProblemError(404, "Not found", f"no job with id {job_id}")
     if result.outcome is CancelOutcome.TERMINAL:
@@ -511,7 +509,7 @@ async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelO
 )
 async def retry_job(job_id: JobId, state: State) -> JobOut:
     job = await job_or_404(state, job_id)
-    if not await state.jobq.driver.requeue([job_id]):
+    if not await state.jobq.requeue([job_id]):
         raise ProblemError(
             409, "Not retryable", f"job {job_id} is {job.status}; only failed or cancelled jobs"
         )

@@ -67,13 +67,13 @@ async def requeue_dead_letters(body: RequeueIn, state: State) -> RequeueOut:
     if isinstance(body, RequeueByIds):
         ids = body.ids
     else:
-        failed = await state.jobq.driver.list_jobs(
+        failed = await state.jobq.list_jobs(
             ListParams(
                 statuses=[JobStatus.FAILED], kind=body.kind, queue=body.queue, limit=body.limit
             )
         )
         ids = [j.id for j in failed]
-    requeued = await state.jobq.driver.requeue(ids) if ids else []
+    requeued = await state.jobq.requeue(ids) if ids else []
     return RequeueOut(requeued=requeued)
 
 
@@ -85,7 +85,7 @@ async def requeue_dead_letters(body: RequeueIn, state: State) -> RequeueOut:
     summary="Jobs by queue and status, and how long the oldest due job has waited",
 )
 async def list_queues(state: State) -> list[QueueOut]:
-    return QueueOut.group(await state.jobq.driver.stats(), datetime.now(UTC))
+    return QueueOut.group(await state.jobq.stats(), datetime.now(UTC))
 
 
 @router.get(
@@ -96,7 +96,7 @@ async def list_queues(state: State) -> list[QueueOut]:
     summary="Registered workers and their last heartbeat",
 )
 async def list_workers(state: State) -> list[WorkerOut]:
-    return [WorkerOut.of(w) for w in await state.jobq.driver.workers()]
+    return [WorkerOut.of(w) for w in await state.jobq.workers()]
 
 
 @router.get(
@@ -138,7 +138,7 @@ async def ready(state: State) -> HealthOut:
 )
 async def metrics(state: State) -> Response:
     try:
-        stats = await state.jobq.driver.stats()
+        stats = await state.jobq.stats()
     except DatabaseUnavailableError:
         stats = []  # still expose the process's own metrics during an outage
     state.metrics.queue_jobs.clear()

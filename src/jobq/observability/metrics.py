@@ -71,6 +71,14 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("jobq_worker_jobs_in_flight", "Jobs running now", registry=r)
+        # --- read replica ---
+        self.replica_fallbacks = Counter(
+            "jobq_replica_fallbacks_total",
+            "Reads meant for the read replica served by the primary, by reason "
+            "(down, lagging, behind_own_writes)",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

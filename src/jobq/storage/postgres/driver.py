@@ -1279,6 +1279,14 @@ class PostgresDriver:
         await listener.start()
         return listener
 
+    # ------------------------------------------------------------------ read routing
+    async def wal_position(self) -> int:
+        """WAL bytes written (a primary) or replayed (a standby): see queries.sql."""
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["wal_position"])
+            row = await cur.fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
+
 
 class PostgresListener:
     """A dedicated connection LISTENing on the jobq channel; reconnects after outages.

@@ -550,3 +550,9 @@ SELECT set_config('lock_timeout', '1s', true), set_config('statement_timeout', '
 
 -- name: analyze_jobs
 ANALYZE (SKIP_LOCKED) jobq_jobs
+
+-- name: wal_position
+-- Bytes of WAL this server holds: written, on a primary; replayed, on a standby. Read routing
+-- compares the two (jobq/replica.py).
+SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+             ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint
