@@ -40,7 +40,7 @@ from .httpload import post_load
 from .steady import long_running
 from .sysstat import ServerCpu, parent_of
 
-ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale", "steady")
+ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale", "steady", "hosts")
 
 
 @contextlib.asynccontextmanager
@@ -104,6 +104,7 @@ async def run_cases(
     samples: int,
     scale_n: int = 1_000_000,
     steady_n: int = 1_000_000,
+    rounds: int = 3,
 ) -> list[CaseResult]:
     results: list[CaseResult] = []
     server = server_cpu(url)
@@ -162,6 +163,12 @@ async def run_cases(
     if "http" in cases:
         await case(lambda u: http_post(u, server, single=True))
         await case(lambda u: http_post(u, server, single=False))
+    if "hosts" in cases:  # on a cluster and network of its own (needs root), not on ``url``
+        from .multihost import run_hosts, summarise
+
+        hosts_results, markdown = summarise(await run_hosts(n, rounds))
+        results += hosts_results
+        print(markdown, file=sys.stderr, flush=True)
     return results
 
 
