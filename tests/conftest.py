@@ -25,6 +25,7 @@ from jobq.storage import connect
 from jobq.storage.base import Driver
 
 from .pg_server import NoPostgres, PgServer, find_server
+from .pgbouncer import NoPgBouncer, PgBouncer, running_pgbouncer
 
 T = TypeVar("T")
 
@@ -193,3 +194,24 @@ async def driver(db_url: str) -> AsyncIterator[Driver]:
         yield opened
     finally:
         await opened.close()
+
+
+# ---------------------------------------------------------------------------- PgBouncer
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: PgServer) -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction pooling mode in front of the session's server."""
+    try:
+        with running_pgbouncer(pg_server.admin_url) as bouncer:
+            yield bouncer
+    except NoPgBouncer as exc:
+        pytest.skip(f"no PgBouncer: {exc}")
+
+
+@pytest.fixture
+def pgbouncer_url(pg_url: str, pgbouncer: PgBouncer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh migrated database reached through PgBouncer, with ``JOBQ_POLL_ONLY=true`` in
+    the environment (the setting for a transaction pooler) for this test."""
+    monkeypatch.setenv("JOBQ_POLL_ONLY", "true")
+    return pgbouncer.url_for(pg_url)

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
@@ -27,6 +27,7 @@ from .model import Job, JobError, JobStatus, WorkerInfo
 from .observability import tracing
 from .observability.metrics import Metrics
 from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
+from .replica import ReadDriver, ReadRouter
 from .retry import RetryPolicy
 from .storage import connect
 from .storage.base import (
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def _checked_settings(make: Callable[[], Settings]) -> Settings:
@@ -153,6 +155,7 @@ class JobQueue:
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()  # see worker_states
         self._tracer: JobTracer | None = None
         self._tracer_resolved = False  # see the tracer property
+        self._reads: ReadRouter | None = None  # with JOBQ_READ_DATABASE_URL (see replica.py)
 
     # ------------------------------------------------------------------ storage
     @property
@@ -197,6 +200,9 @@ class JobQueue:
         await self.driver.ping()
 
     async def close(self) -> None:
+        if self._reads is not None:
+            await self._reads.close()
+            self._reads = None
         if self._driver is not None:
             await self._driver.close()
             self._driver = None
@@ -487,20 +493,24 @@ class JobQueue:
         With tracing on, the enqueue is a span whose context every job carries."""
         tracer = self._tracer_for(jobs)
         if tracer is None:
-            return await self.driver.enqueue(jobs, connection=connection)
-        with tracer.enqueuing(jobs) as sending:
-            answers = await self.driver.enqueue(sending.jobs, connection=connection)
-            sending.record([a.job.id for a in answers])
+            answers = await self.driver.enqueue(jobs, connection=connection)
+        else:
+            with tracer.enqueuing(jobs) as sending:
+                answers = await self.driver.enqueue(sending.jobs, connection=connection)
+                sending.record([a.job.id for a in answers])
+        self._wrote()
         return answers
 
     def submit_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
         """``submit`` for synchronous code (see ``enqueue_many_sync``)."""
         tracer = self._tracer_for(jobs)
         if tracer is None:
-            return self.driver.enqueue_sync(jobs, connection=connection)
-        with tracer.enqueuing(jobs) as sending:
-            answers = self.driver.enqueue_sync(sending.jobs, connection=connection)
-            sending.record([a.job.id for a in answers])
+            answers = self.driver.enqueue_sync(jobs, connection=connection)
+        else:
+            with tracer.enqueuing(jobs) as sending:
+                answers = self.driver.enqueue_sync(sending.jobs, connection=connection)
+                sending.record([a.job.id for a in answers])
+        self._wrote()
         return answers
 
     def _tracer_for(self, jobs: Sequence[NewJob]) -> JobTracer | None:
@@ -517,10 +527,12 @@ class JobQueue:
         a batch without keys or parents (the fastest way to load many jobs)."""
         tracer = self._tracer_for(jobs)
         if tracer is None:
-            return await self.driver.enqueue_many_ids(jobs)
-        with tracer.enqueuing(jobs) as sending:
-            ids = await self.driver.enqueue_many_ids(sending.jobs)
-            sending.record(ids)
+            ids = await self.driver.enqueue_many_ids(jobs)
+        else:
+            with tracer.enqueuing(jobs) as sending:
+                ids = await self.driver.enqueue_many_ids(sending.jobs)
+                sending.record(ids)
+        self._wrote()
         return ids
 
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
@@ -565,14 +577,11 @@ class JobQueue:
     # ------------------------------------------------------------------ managing
     async def get(self, job_id: int) -> Job:
         """The job; JobNotFoundError when there is none (see ``find``)."""
-        return _found(job_id, await self.driver.get(job_id))
-
-    async def find(self, job_id: int) -> Job | None:
-        """The job, or None when there is none."""
-        return await self.driver.get(job_id)
+        return _found(job_id, await self.find(job_id))
 
     async def find_by_idempotency_key(self, key: str) -> Job | None:
-        """The job enqueued with this idempotency key, while the key is kept."""
+        """The job enqueued with this idempotency key, while the key is kept (read from
+        the primary: it decides whether a request is a replay)."""
         return await self.driver.get_by_idempotency_key(key)
 
     def get_sync(self, job_id: int) -> Job:
@@ -599,21 +608,25 @@ class JobQueue:
             pause = min(0.5, pause * 1.5)
 
     async def errors(self, job_id: int) -> list[JobError]:
-        return await self.driver.job_errors(job_id)
+        return await self._read(lambda d: d.job_errors(job_id))
 
     async def cancel(self, job_id: int) -> CancelResult:
-        return await self.driver.cancel(job_id)
+        result = await self.driver.cancel(job_id)
+        self._wrote()
+        return result
 
     async def requeue(self, job_ids: Sequence[int]) -> list[int]:
         """Failed or cancelled jobs go back to queued, attempts reset (their history kept);
         the ids that did (others are left as they are)."""
-        return await self.driver.requeue(job_ids)
+        requeued = await self.driver.requeue(job_ids)
+        self._wrote()
+        return requeued
 
     async def retry(self, job_id: int) -> Job:
         """Run a failed or cancelled job again (attempts reset, history kept); the job as
         it is now. JobNotFoundError, or InvalidTransitionError for a job in another status."""
         job = await self.get(job_id)
-        if not await self.driver.requeue([job_id]):
+        if not await self.requeue([job_id]):
             current = await self.get(job_id)
             raise InvalidTransitionError(
                 f"job {job_id} is {current.status}; only failed or cancelled jobs"
@@ -621,14 +634,47 @@ class JobQueue:
         return await self.get(job.id)
 
     async def stats(self) -> list[QueueStat]:
-        return await self.driver.stats()
+        return await self._read(lambda d: d.stats())
 
     async def queue_depth(self, queue: str, at_most: int) -> int:
         """Jobs waiting in ``queue``, counted up to ``at_most`` (bounded cost)."""
         return await self.driver.queue_depth(queue, at_most)
 
     async def workers(self) -> list[WorkerInfo]:
-        return await self.driver.workers()
+        return await self._read(lambda d: d.workers())
+
+    async def find(self, job_id: int) -> Job | None:
+        """The job, or None if there is none with this id."""
+        return await self._read(lambda d: d.get(job_id))
+
+    async def list_jobs(self, params: ListParams) -> list[Job]:
+        """Jobs matching every filter of ``params``, newest first (keyset pagination): what
+        ``list`` takes as keywords."""
+        return await self._read(lambda d: d.list_jobs(params))
+
+    # ------------------------------------------------------------------ read routing
+    @property
+    def read_router(self) -> ReadRouter | None:
+        """The replica's router when ``JOBQ_READ_DATABASE_URL`` is set (else None)."""
+        if self._reads is None and self.settings.read_database_url:
+            if self.driver.dialect != "postgres":
+                raise ConfigurationError("a read replica needs a PostgreSQL database_url")
+            replica = connect(self.settings.read_database_url, self.settings)
+            self._reads = ReadRouter(
+                cast(ReadDriver, self.driver),
+                cast(ReadDriver, replica),
+                max_lag_s=self.settings.replica_max_lag_s,
+            )
+        return self._reads
+
+    async def _read(self, operation: Callable[[Driver], Awaitable[T]]) -> T:
+        router = self.read_router
+        return await (operation(self.driver) if router is None else router.read(operation))
+
+    def _wrote(self) -> None:
+        router = self.read_router
+        if router is not None:
+            router.wrote()
 
     async def worker_states(self) -> list[WorkerInfo]:
         """The registered workers, with what only a running worker knows (its stuck
@@ -637,16 +683,12 @@ class JobQueue:
         local = {w.id: w for w in self._workers}
         return [
             replace(w, stuck_threads=local[w.id].stuck_threads) if w.id in local else w
-            for w in await self.driver.workers()
+            for w in await self.workers()
         ]
-
-    async def list_jobs(self, params: ListParams) -> list[Job]:
-        """Jobs matching every filter of ``params``, newest first (keyset pagination)."""
-        return await self.driver.list_jobs(params)
 
     async def dependents(self, job_id: int) -> list[int]:
         """Ids of the jobs waiting for (or released by) this one, at most 100."""
-        return await self.driver.dependents_of(job_id)
+        return await self._read(lambda d: d.dependents_of(job_id))
 
     async def pause_queue(self, queue: str) -> bool:
         """Workers claim no more jobs of ``queue`` (running ones finish) until it is resumed;
@@ -792,7 +834,7 @@ class JobQueue:
     ) -> list[Job]:
         """Jobs, newest first; ``before_id`` pages (pass the last id of the page before)."""
         statuses = [status] if isinstance(status, JobStatus | str) else status
-        return await self.driver.list_jobs(
+        return await self.list_jobs(
             ListParams(
                 statuses=[JobStatus(s) for s in statuses] if statuses else None,
                 kind=kind,

@@ -500,7 +500,9 @@ def bench(
         str,
         typer.Option(
             "--cases",
-            help="Comma-separated: enqueue,drain,e2e,latency,http,scale,steady,executors",
+            help="Comma-separated: enqueue,drain,e2e,latency,http,scale,steady,executors,hosts "
+            "(hosts: worker and API processes in network namespaces on a throwaway primary; "
+            "root only)",
         ),
     ] = "enqueue,drain,e2e,latency,http",
     samples: Annotated[int, typer.Option("--samples", min=5, help="Latency samples")] = 60,
@@ -511,6 +513,9 @@ def bench(
         int, typer.Option("--steady-jobs", min=100, help="Jobs through the long-running case")
     ] = 1_000_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="Rounds of the hosts case (median, min-max)")
+    ] = 3,
 ) -> None:
     """Measure throughput and latency, each case on a fresh database and checked afterwards.
 
@@ -524,7 +529,9 @@ def bench(
         raise _usage(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(ALL_CASES)}")
     settings = _settings(database_url)
     results = _run(
-        lambda: run_cases(settings.database_url, jobs, chosen, samples, scale_jobs, steady_jobs)
+        lambda: run_cases(
+            settings.database_url, jobs, chosen, samples, scale_jobs, steady_jobs, rounds
+        )
     )
     async_claims = settings.claim_async_commit
     typer.echo(

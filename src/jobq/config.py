@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     )
     poll_only: bool = Field(
         False,
-        description="Never LISTEN, only poll (for PgBouncer in transaction pooling mode)",
+        description=(
+            "For a transaction pooler such as PgBouncer: never LISTEN, only poll; no"
+            " server-side prepared statements nor session settings"
+        ),
     )
     claim_async_commit: bool = Field(
         False,
@@ -40,6 +43,16 @@ class Settings(BaseSettings):
             "PostgreSQL: commit claims without waiting for their WAL flush (lower latency;"
             " a database crash can forget the last claims, whose jobs then run again)"
         ),
+    )
+    read_database_url: str = Field(
+        "",
+        description=(
+            "PostgreSQL streaming replica for lists, counts, stats and event polls"
+            " (empty: the primary serves them)"
+        ),
+    )
+    replica_max_lag_s: float = Field(
+        5.0, gt=0, description="Reads go to the primary while the replica is further behind"
     )
     sqlite_busy_timeout_ms: int = Field(
         10_000, ge=0, description="SQLite: how long a writer waits for the file lock"
@@ -168,6 +181,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "database_url must start with postgresql://, postgres:// or sqlite:///"
             )
+        return url
+
+    @field_validator("read_database_url")
+    @classmethod
+    def _replica_is_postgres(cls, url: str) -> str:
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("read_database_url must be a postgresql:// URL (or empty)")
         return url
 
     @field_validator("retention", "failed_retention", mode="before")

@@ -89,6 +89,8 @@ def create_app(
         ),
         batcher=EnqueueBatcher(jobq.submit),
     )
+    if jobq.read_router is not None:
+        jobq.read_router.on_fallback = lambda reason: metrics.replica_fallbacks.labels(reason).inc()
     install_problem_handlers(app)
     app.include_router(jobs_router)
     app.include_router(events_router)

@@ -41,7 +41,7 @@ from .httpload import post_load
 from .steady import long_running
 from .sysstat import ServerCpu, parent_of
 
-ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale", "steady", "executors")
+ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale", "steady", "executors", "hosts")
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +105,7 @@ async def run_cases(
     samples: int,
     scale_n: int = 1_000_000,
     steady_n: int = 1_000_000,
+    rounds: int = 3,
 ) -> list[CaseResult]:
     results: list[CaseResult] = []
     server = server_cpu(url)
@@ -167,6 +168,12 @@ async def run_cases(
         for result in await executor_cases(url, n, fresh_database):
             results.append(result)
             print(f"  {result.case}: {_rate(result)}", file=sys.stderr, flush=True)
+    if "hosts" in cases:  # on a cluster and network of its own (needs root), not on ``url``
+        from .multihost import run_hosts, summarise
+
+        hosts_results, markdown = summarise(await run_hosts(n, rounds))
+        results += hosts_results
+        print(markdown, file=sys.stderr, flush=True)
     return results
 
 

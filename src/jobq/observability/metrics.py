@@ -138,6 +138,14 @@ class Metrics:
             "Seconds since the newest heartbeat of any worker (+Inf with no worker registered)",
             registry=r,
         )
+        # --- read replica ---
+        self.replica_fallbacks = Counter(
+            "jobq_replica_fallbacks_total",
+            "Reads meant for the read replica served by the primary, by reason "
+            "(down, lagging, behind_own_writes)",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

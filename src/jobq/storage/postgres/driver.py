@@ -8,13 +8,15 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, BaseConnection, Cursor, pq
+from psycopg.abc import AdaptContext
 from psycopg.rows import RowMaker
+from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
@@ -146,6 +148,47 @@ def _configure_sync_connection(conn: psycopg.Connection[Any]) -> None:
     conn.execute(_SET_UTC)
 
 
+class _UtcTimestamptzLoader(TimestamptzLoader):
+    """timestamptz in UTC whatever the session's zone: through a transaction pooler a SET
+    made on connect stays on whichever server connection ran it. The Python loaders, whose
+    target zone can be set (the C ones read the session's); only pooler connections use
+    them."""
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        self._timezone = UTC
+
+
+class _UtcTimestamptzBinaryLoader(TimestamptzBinaryLoader):
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        self._timezone = UTC
+
+
+def _configure_pooled(conn: BaseConnection[Any]) -> None:
+    """For a connection through a transaction pooler: nothing that lives in the session."""
+    _use_orjson(conn)
+    conn.adapters.register_loader("timestamptz", _UtcTimestamptzLoader)
+    conn.adapters.register_loader("timestamptz", _UtcTimestamptzBinaryLoader)
+
+
+async def _configure_pooled_connection(conn: AsyncConnection[Any]) -> None:
+    _configure_pooled(conn)
+
+
+def _connection_kwargs(settings: Settings) -> dict[str, Any]:
+    """Autocommit: a single statement is its own transaction, one round trip instead of
+    three (BEGIN, statement, COMMIT); multi-statement work uses _transaction(). Through a
+    transaction pooler (poll_only), no server-side prepared statements: one prepared on a
+    server connection is unknown to the next one the pooler hands out."""
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if settings.poll_only:
+        kwargs["prepare_threshold"] = None
+    return kwargs
+
+
+# The jobs an insert created, and the existing jobs that some of its keys led to.
+_Inserted = tuple[list[Job], list[Job]]
 _NEEDS_ASYNC = (
     "connection= takes a psycopg AsyncConnection here; with a (sync) psycopg Connection, "
     "call defer_sync, enqueue_sync or enqueue_many_sync"
@@ -359,10 +402,24 @@ def _may_open_a_block(conn: BaseConnection[Any]) -> bool:
     return conn.autocommit or conn.info.transaction_status != pq.TransactionStatus.IDLE
 
 
+# A server-side prepared statement missing, or there twice: this process's connection reached
+# another server connection than the one it prepared on, which only a transaction pooler does.
+_POOLER_SYMPTOMS = (
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.DuplicatePreparedStatement,
+)
+_POOLER_HINT = (
+    "the database URL leads through a transaction pooler (such as PgBouncer with "
+    "pool_mode=transaction), which does not keep prepared statements: set JOBQ_POLL_ONLY=true"
+)
+
+
 @contextlib.contextmanager
 def _unavailable_as_our_error() -> Iterator[None]:
     try:
         yield
+    except _POOLER_SYMPTOMS as exc:
+        raise ConfigurationError(f"{_POOLER_HINT} ({exc})") from exc
     except PoolTimeout as exc:
         raise DatabaseUnavailableError(f"no database connection free: {exc}") from exc
     except psycopg.errors.UndefinedTable as exc:
@@ -384,11 +441,11 @@ class PostgresDriver(RuleOperations):
             min_size=self._settings.pool_min_size,
             max_size=self._settings.pool_max_size,
             timeout=self._settings.pool_timeout_s,
-            configure=_configure_connection,
+            configure=_configure_pooled_connection
+            if self._settings.poll_only
+            else _configure_connection,
             open=False,
-            # Autocommit: a single statement is its own transaction, one round trip instead of
-            # three (BEGIN, statement, COMMIT). Multi-statement work uses _transaction().
-            kwargs={"autocommit": True},
+            kwargs=_connection_kwargs(self._settings),
         )
         self._opened = False
         # The synchronous API (enqueue_many_sync, get_sync) has a pool of its own, made on
@@ -446,8 +503,10 @@ class PostgresDriver(RuleOperations):
                     min_size=1,
                     max_size=self._settings.pool_max_size,
                     timeout=self._settings.pool_timeout_s,
-                    configure=_configure_sync_connection,
-                    kwargs={"autocommit": True},
+                    configure=_configure_pooled
+                    if self._settings.poll_only
+                    else _configure_sync_connection,
+                    kwargs=_connection_kwargs(self._settings),
                     open=False,
                 )
                 self._sync_pool.open(wait=False)
@@ -1127,6 +1186,14 @@ class PostgresDriver(RuleOperations):
             row = await cur.fetchone()
         workers, age = (int(row[0]), row[1]) if row else (0, None)
         return Backlog(queues, workers, None if age is None else max(0.0, age))
+
+    # ------------------------------------------------------------------ read routing
+    async def wal_position(self) -> int:
+        """WAL bytes written (a primary) or replayed (a standby): see queries.sql."""
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["wal_position"])
+            row = await cur.fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
 
 
 class PostgresListener:

@@ -722,3 +722,9 @@ ORDER BY q.queue
 
 -- name: backlog_workers
 SELECT count(*), extract(epoch FROM now() - max(heartbeat_at))::float8 FROM jobq_workers
+
+-- name: wal_position
+-- Bytes of WAL this server holds: written, on a primary; replayed, on a standby. Read routing
+-- compares the two (jobq/replica.py).
+SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+             ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint
