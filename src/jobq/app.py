@@ -6,12 +6,19 @@ import asyncio
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
+from .access import Access
 from .config import Settings
-from .errors import ConfigurationError, InvalidJobError, JobNotFoundError
-from .model import Job, JobError, JobStatus, WorkerInfo
+from .errors import (
+    ConfigurationError,
+    InvalidJobError,
+    JobNotFoundError,
+    TenantMismatchError,
+)
+from .keys import hash_secret, new_key
+from .model import ApiKey, Job, JobError, JobStatus, WorkerInfo
 from .observability.metrics import Metrics
 from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
 from .retry import RetryPolicy
@@ -27,6 +34,7 @@ from .storage.base import (
     RateLimit,
 )
 from .storage.common import refuse_unstorable_job
+from .storage.sqlfiles import load_migrations
 from .task import (
     AsyncTaskFunction,
     DeferOptions,
@@ -391,8 +399,9 @@ class JobQueue:
         return list(jobs)
 
     # ------------------------------------------------------------------ managing
-    async def get(self, job_id: int) -> Job:
-        return _found(job_id, await self.driver.get(job_id))
+    async def get(self, job_id: int, *, access: Access | None = None) -> Job:
+        job = await self.driver.get(job_id)
+        return _found(job_id, job) if access is None else access.checked(job, job_id)
 
     def get_sync(self, job_id: int) -> Job:
         """``get`` for synchronous code (see ``enqueue_many_sync``)."""
@@ -417,16 +426,24 @@ class JobQueue:
                 await asyncio.sleep(pause)
             pause = min(0.5, pause * 1.5)
 
-    async def errors(self, job_id: int) -> list[JobError]:
+    async def errors(self, job_id: int, *, access: Access | None = None) -> list[JobError]:
+        if access is not None:
+            await self.get(job_id, access=access)  # another tenant's job: not found
         return await self.driver.job_errors(job_id)
 
-    async def cancel(self, job_id: int) -> CancelResult:
+    async def cancel(self, job_id: int, *, access: Access | None = None) -> CancelResult:
+        if access is not None and access.tenant is not None:
+            await self.get(job_id, access=access)  # a job's tenant never changes
         return await self.driver.cancel(job_id)
 
-    async def requeue(self, job_ids: Sequence[int]) -> list[int]:
+    async def requeue(self, job_ids: Sequence[int], *, access: Access | None = None) -> list[int]:
+        if access is not None and access.tenant is not None:
+            job_ids = await self.driver.tenant_job_ids(job_ids, access.tenant)
         return await self.driver.requeue(job_ids)
 
-    async def stats(self) -> list[QueueStat]:
+    async def stats(self, *, access: Access | None = None) -> list[QueueStat]:
+        if access is not None and access.tenant is not None:
+            return await self.driver.tenant_stats(access.tenant)
         return await self.driver.stats()
 
     async def workers(self) -> list[WorkerInfo]:
@@ -465,6 +482,120 @@ class JobQueue:
         if handle_signals:
             worker.install_signal_handlers(asyncio.get_running_loop())
         await worker.run()
+
+    # ------------------------------------------------------------------ tenants and keys
+    async def enqueue_for(self, jobs: Sequence[NewJob], access: Access) -> list[Job]:
+        """``enqueue_many`` on behalf of a caller: a tenant's jobs are its own (another
+        tenant named is refused) and may wait only for its own jobs."""
+        self.refuse_foreign(jobs, access)
+        if access.tenant is not None:
+            parents = sorted({p for job in jobs for p in job.depends_on})
+            if parents:
+                known = set(await self.driver.tenant_job_ids(parents, access.tenant))
+                missing = [p for p in parents if p not in known]
+                if missing:
+                    raise InvalidJobError(
+                        f"depends_on: no job with id {', '.join(map(str, missing))}"
+                    )
+        return await self.enqueue_many(jobs)
+
+    async def enqueue_ids_for(self, jobs: Sequence[NewJob], access: Access) -> list[int]:
+        """``enqueue_for`` answering only the ids of a plain batch (no keys, no parents)."""
+        self.refuse_foreign(jobs, access)
+        return await self.driver.enqueue_many_ids(jobs)
+
+    @staticmethod
+    def refuse_foreign(jobs: Sequence[NewJob], access: Access) -> None:
+        if access.tenant is None:
+            return
+        for job in jobs:
+            if job.tenant != access.tenant:
+                raise TenantMismatchError(
+                    f"this key acts for tenant {access.tenant!r}; it cannot enqueue for "
+                    f"{job.tenant!r}"
+                )
+
+    async def find(self, job_id: int, *, access: Access | None = None) -> Job | None:
+        """The job, or None when it does not exist (or is another tenant's)."""
+        job = await self.driver.get(job_id)
+        return job if job is not None and (access is None or access.owns(job)) else None
+
+    async def find_by_idempotency_key(self, key: str) -> Job | None:
+        return await self.driver.get_by_idempotency_key(key)
+
+    async def list_page(
+        self, params: ListParams, *, access: Access | None = None, lean: bool = False
+    ) -> list[Job]:
+        """Jobs matching ``params``, newest first; ``lean``: without payloads and results
+        (read as ``{}`` and None), so that a page's size does not depend on what jobs carry."""
+        if access is not None and access.tenant is not None:
+            params = replace(params, tenant=access.tenant)
+        if lean:
+            return await self.driver.list_jobs_lean(params)
+        return await self.driver.list_jobs(params)
+
+    async def queue_depth(self, queue: str, at_most: int) -> int:
+        return await self.driver.queue_depth(queue, at_most)
+
+    async def forget_idempotency_keys(self, older_than_s: float) -> int:
+        return await self.driver.forget_idempotency_keys(older_than_s)
+
+    async def open(self) -> None:
+        """Open the database connections (they also open on first use)."""
+        await self.driver.open()
+
+    async def ping(self) -> None:
+        await self.driver.ping()
+
+    async def schema_versions(self) -> tuple[int, int]:
+        """(the database's schema version, the newest this code knows)."""
+        applied = await self.driver.applied_migrations()
+        return max(applied, default=0), len(load_migrations(self.driver.dialect))
+
+    async def applied_migrations(self) -> list[int]:
+        return await self.driver.applied_migrations()
+
+    async def rollback(self, steps: int = 1) -> list[int]:
+        return await self.driver.rollback(steps)
+
+    async def create_api_key(
+        self,
+        *,
+        tenant: str | None,
+        scopes: Sequence[str],
+        name: str | None = None,
+        expires_in: timedelta | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret, which is shown this once: only its hash is kept."""
+        key_id, secret, token = new_key()
+        expires_at = None if expires_in is None else datetime.now(UTC) + expires_in
+        row = ApiKey(
+            id=key_id,
+            name=name,
+            tenant=tenant,
+            scopes=tuple(scopes),
+            secret_hash=hash_secret(secret),
+            created_at=datetime.now(UTC),
+            expires_at=expires_at,
+            last_used_at=None,
+            revoked_at=None,
+        )
+        return await self.driver.insert_api_key(row), token
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        return await self.driver.get_api_key(key_id)
+
+    async def api_keys(self) -> list[ApiKey]:
+        return await self.driver.list_api_keys()
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        return await self.driver.revoke_api_key(key_id)
+
+    async def touch_api_keys(self, key_ids: Sequence[str]) -> None:
+        await self.driver.touch_api_keys(key_ids)
+
+    async def any_api_key(self) -> bool:
+        return await self.driver.any_api_key()
 
     # Defined last: inside the class body, later annotations would read "list" as this method.
     async def list(

@@ -119,3 +119,19 @@ class WorkerInfo:
     concurrency: int
     started_at: datetime
     heartbeat_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as kept in ``jobq_api_keys``: never its secret, only the secret's hash.
+    ``tenant`` None: the key acts for every tenant."""
+
+    id: str
+    name: str | None
+    tenant: str | None
+    scopes: tuple[str, ...]
+    secret_hash: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 from ..model import Job
-from ..storage.base import Driver, NewJob
+from ..storage.base import NewJob
+
+if TYPE_CHECKING:
+    from ..app import JobQueue
 
 
 class EnqueueBatcher:
-    def __init__(self, driver: Driver, max_batch: int = 500) -> None:
-        self._driver = driver
+    def __init__(self, jobq: JobQueue, max_batch: int = 500) -> None:
+        self._jobq = jobq
         self._max_batch = max_batch
         self._pending: list[tuple[NewJob, asyncio.Future[Job]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -36,7 +40,7 @@ class EnqueueBatcher:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
-                jobs = await self._driver.enqueue_many([job for job, _ in batch])
+                jobs = await self._jobq.enqueue_many([job for job, _ in batch])
             except asyncio.CancelledError:
                 for _, future in batch + self._pending:
                     future.cancel()  # shutting down: no waiter is left hanging

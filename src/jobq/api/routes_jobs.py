@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import re
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
+import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import StringConstraints, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, StringConstraints, TypeAdapter, ValidationError
 
-from ..errors import InvalidJobError, TenantQuotaExceeded
+from ..access import MANAGE, READ, WRITE, Access
+from ..errors import InvalidJobError, TenantMismatchError, TenantQuotaExceeded
 from ..model import Job, JobStatus
 from ..storage.base import CancelOutcome, ListParams, NewJob
 from ..storage.common import refuse_nul, validate_new_job, within_run_at_range
+from .auth import requires
 from .problems import ProblemError, problem_responses
 from .schemas import (
     CURSOR_PATTERN,
@@ -23,45 +29,32 @@ from .schemas import (
     BulkResult,
     CancelOut,
     JobIn,
+    JobListItem,
     JobOut,
     JobPage,
     NameFilter,
 )
 from .state import ApiState, api_state, request_id_of, state_of
 
+log = structlog.get_logger("jobq.api")
 router = APIRouter(tags=["jobs"])
 State = Annotated[ApiState, Depends(api_state)]
+Reader = Annotated[Access, Depends(requires(READ))]
+Writer = Annotated[Access, Depends(requires(WRITE))]
+Manager = Annotated[Access, Depends(requires(MANAGE))]
+# Pages of this many rows are read while a listing carries payloads, so that the rows held
+# at once stay few however large each job's payload and result are.
+PAYLOAD_CHUNK = 10
 
 
-async def check_rate(request: Request, response: Response) -> None:
-    """Per-client token bucket (X-Client-Id, else the peer address). A dependency, so that it
-    runs before the body is read and validated: an invalid request counts too."""
-    state = state_of(request)
-    limiter = state.rate_limiter
-    if limiter is None:
-        return
-    client = request.headers.get("x-client-id") or (
-        request.client.host if request.client else "unknown"
-    )
-    decision = limiter.check(client[:128])
-    headers = {
-        "RateLimit-Limit": str(decision.limit),
-        "RateLimit-Remaining": str(decision.remaining),
-        "RateLimit-Reset": str(decision.reset_s),
-    }
-    response.headers.update(headers)
-    if not decision.allowed:
-        state.metrics.rate_limited.labels("client_rate").inc()
-        raise ProblemError(
-            429,
-            "Too many requests",
-            f"Client {client!r} is over its rate of {limiter.rate:g} requests/s; "
-            f"retry after {decision.retry_after_s} s.",
-            headers={**headers, "Retry-After": str(decision.retry_after_s)},
-        )
-
-
-RateLimited = Depends(check_rate)
+def _has_non_finite(value: Any) -> bool:
+    if type(value) is float:
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def fingerprint(body: JobIn) -> str:
@@ -70,7 +63,18 @@ def fingerprint(body: JobIn) -> str:
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str) -> NewJob:
+def to_new_job(
+    body: JobIn, state: ApiState, access: Access, *, key: str | None, request_id: str
+) -> tuple[NewJob, int]:
+    """The job a request asks for, and its payload's size in bytes. A tenant's key enqueues
+    for its own tenant (the body may name it, but no other)."""
+    tenant = body.tenant if access.tenant is None else access.tenant
+    if body.tenant is not None and body.tenant != tenant:
+        raise ProblemError(
+            403,
+            "Forbidden",
+            f"this API key acts for tenant {tenant!r}; it cannot enqueue for {body.tenant!r}",
+        )
     try:
         encoded = orjson.dumps(body.payload)
     except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
@@ -79,6 +83,13 @@ def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str
         refuse_nul(encoded, body.payload)
     except InvalidJobError as exc:  # here, so that a bulk request reports it by item
         raise ProblemError(422, "Invalid input", str(exc)) from None
+    # NaN and numbers beyond a double (1e400) parse to floats that orjson writes as null: the
+    # job would be stored with a value other than the one sent. Only a null in the output
+    # can be one, so only then is the payload walked.
+    if b"null" in encoded and _has_non_finite(body.payload):
+        raise ProblemError(
+            422, "Invalid input", "payload: numbers must be finite (no NaN, Infinity, 1e400)"
+        )
     payload_bytes = len(encoded)
     if payload_bytes > state.settings.max_payload_bytes:
         raise ProblemError(
@@ -89,7 +100,7 @@ def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str
         )
     if body.run_at is not None and body.delay_s is not None:
         raise ProblemError(422, "Invalid input", "give either run_at or delay_s, not both")
-    return state.jobq.new_job(
+    new_job = state.jobq.new_job(
         body.kind,
         body.payload,
         queue=body.queue,
@@ -98,13 +109,14 @@ def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str
         delay=body.delay_s,
         max_attempts=body.max_attempts,
         idempotency_key=key,
-        tenant=body.tenant,
+        tenant=tenant,
         unique_key=body.unique_key,
         unique_states=body.unique_states or (),
         depends_on=body.depends_on or (),
         request_id=request_id,
         request_fingerprint=fingerprint(body) if key else None,
     )
+    return new_job, payload_bytes
 
 
 async def ensure_room(state: ApiState, counts: dict[str, int]) -> None:
@@ -141,7 +153,16 @@ def key_reused(existing: Job) -> str:
     )
 
 
-def replay_or_conflict(existing: Job, body: JobIn, response: Response, state: ApiState) -> Response:
+def not_yours(what: str) -> ProblemError:
+    """A key held by a job the caller may not see: refused without naming that job."""
+    return ProblemError(409, "Conflict", f"{what} is held by a job of another tenant")
+
+
+def replay_or_conflict(
+    existing: Job, body: JobIn, response: Response, state: ApiState, access: Access
+) -> Response:
+    if not access.owns(existing):
+        raise not_yours("this Idempotency-Key")
     if existing.request_fingerprint != fingerprint(body):
         raise ProblemError(422, "Idempotency key reused", key_reused(existing))
     state.metrics.idempotent_replays.inc()
@@ -178,14 +199,18 @@ def idempotency_key_of(request: Request) -> str | None:
     "/jobs",
     status_code=201,
     response_model=JobOut,
-    dependencies=[RateLimited],
     responses={
         200: {
             "model": JobOut,
             "description": "Replay of an earlier request with this idempotency key, or the "
             "active job holding this unique_key (header Unique-Key-Held: true)",
         },
-        **problem_responses(413, 422, 429, 503),
+        **problem_responses(400, 409, 413, 422, 429, 503),
+        422: {
+            **problem_responses(422)[422],
+            "description": "Invalid input, or an Idempotency-Key already used for a "
+            "different request",
+        },
     },
     summary="Enqueue a job",
     openapi_extra={"parameters": [_IDEMPOTENCY_KEY_PARAMETER]},
@@ -194,44 +219,66 @@ async def create_job(
     body: JobIn,
     request: Request,
     response: Response,
+    access: Writer,
 ) -> Response:
     state = state_of(request)  # not a dependency: see api_state
     key = idempotency_key_of(request) or body.idempotency_key
-    new_job = to_new_job(body, state, key=key, request_id=request_id_of(request))
+    new_job, payload_bytes = to_new_job(
+        body, state, access, key=key, request_id=request_id_of(request)
+    )
     if key is not None:
-        existing = await state.jobq.driver.get_by_idempotency_key(key)
+        existing = await state.jobq.find_by_idempotency_key(key)
         if existing is not None:
-            return replay_or_conflict(existing, body, response, state)
+            return replay_or_conflict(existing, body, response, state, access)
     await ensure_room(state, {new_job.queue: 1})
     validate_new_job(new_job)  # before batching: one bad job must not fail its neighbours
+    state.jobq.refuse_foreign([new_job], access)
+    state.quotas.charge(new_job.tenant, 1, payload_bytes)
     if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
         # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
         # not share a batch with other requests' jobs.
-        (job,) = await state.jobq.driver.enqueue_many([new_job])
+        (job,) = await state.jobq.enqueue_for([new_job], access)
     else:
         job = await state.batcher.enqueue(new_job)
     if key is not None and job.request_id != new_job.request_id and job.idempotency_key == key:
         # Another request with this key won the race between our check and our insert.
-        return replay_or_conflict(job, body, response, state)
+        return replay_or_conflict(job, body, response, state, access)
     if new_job.unique_key is not None and job.request_id != new_job.request_id:
         # An active job holds the unique key: that job is the answer, nothing was created.
+        if not access.owns(job):
+            raise not_yours("this unique_key")
         return job_response(job, 200, {**response.headers, "Unique-Key-Held": "true"})
     if state.depth_gate is not None:
         state.depth_gate.accepted(job.queue, 1)
-    state.metrics.jobs_enqueued.labels(job.queue).inc()
+    state.metrics.jobs_enqueued.labels(state.metrics.queue_label(job.queue)).inc()
     return job_response(job, 201, dict(response.headers))
+
+
+# Any JSON value is accepted as an item: one that is not a valid JobIn is answered in the
+# result's errors (200), not by refusing the request, so the spec cannot promise more.
+BULK_ITEM: dict[str, Any] = {
+    "description": "A job (see JobIn); an item that is not a valid one is reported in "
+    "`errors` by its index"
+}
+
+
+@router.get("/jobs/bulk", include_in_schema=False)
+async def bulk_is_post_only() -> None:
+    """Without this route, GET /jobs/bulk would match GET /jobs/{job_id} (and answer 422
+    for the id "bulk") instead of 405."""
+    raise ProblemError(405, "Method not allowed", "use POST", headers={"Allow": "POST"})
 
 
 @router.post(
     "/jobs/bulk",
     response_model=BulkResult,
-    dependencies=[RateLimited],
     responses=problem_responses(400, 413, 415, 422, 429, 503),
     summary="Enqueue many jobs in one round trip",
     description=(
         "Body: a JSON array of jobs (`application/json`), or a multipart form with a JSON "
-        "file in the field `file` (seed 004). Valid items are created together; invalid "
-        "ones are reported by index and change nothing. An item's `idempotency_key` works as "
+        "file in the field `file`. Each item is a job as POST /jobs takes it (JobIn); "
+        "valid items are created together, invalid ones (whatever they hold) are reported "
+        "by index in `errors` and change nothing. An item's `idempotency_key` works as "
         "on POST /jobs: the same job again is answered with the first one's id, another job "
         "under a key already used is that item's error."
     ),
@@ -239,16 +286,14 @@ async def create_job(
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {
-                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/JobIn"}}
-                },
+                "application/json": {"schema": {"type": "array", "items": BULK_ITEM}},
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
                         "properties": {
                             "file": {
                                 "type": "array",
-                                "items": {"$ref": "#/components/schemas/JobIn"},
+                                "items": BULK_ITEM,
                                 "minItems": 1,
                                 "description": "A JSON file: an array of jobs",
                             }
@@ -264,18 +309,20 @@ async def create_job(
         }
     },
 )
-async def create_jobs_bulk(request: Request) -> BulkResult:
+async def create_jobs_bulk(request: Request, access: Writer) -> BulkResult:
     state = state_of(request)  # not a dependency: see api_state
     items = await read_bulk_items(request, state)
     request_id = request_id_of(request)
     valid: list[tuple[int, NewJob]] = []
     dependent: list[tuple[int, NewJob]] = []
     errors: list[BulkItemError] = []
+    payload_bytes = 0
     for index, item in enumerate(items):
         try:
             body = JobIn.model_validate(item)
             key = body.idempotency_key
-            new_job = to_new_job(body, state, key=key, request_id=request_id)
+            new_job, size = to_new_job(body, state, access, key=key, request_id=request_id)
+            payload_bytes += size
             if new_job.depends_on:
                 dependent.append((index, new_job))
             else:
@@ -290,21 +337,23 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
     for _, job in [*valid, *dependent]:
         counts[job.queue] = counts.get(job.queue, 0) + 1
     await ensure_room(state, counts)
-    ids, created = await insert_items(state, valid, errors, counts) if valid else ([], 0)
+    state.quotas.charge(access.tenant, len(valid) + len(dependent), payload_bytes)
+    del items  # the parsed body: only the jobs built from it are needed from here on
+    ids, created = await insert_items(state, access, valid, errors, counts) if valid else ([], 0)
     # Items with dependencies go one by one after the rest, so that an unknown parent is
     # reported for its item alone instead of refusing the whole request.
     for index, new_job in dependent:
         try:
-            more, made = await insert_items(state, [(index, new_job)], errors, counts)
+            more, made = await insert_items(state, access, [(index, new_job)], errors, counts)
             ids += more
             created += made
-        except (InvalidJobError, TenantQuotaExceeded) as exc:
+        except (InvalidJobError, TenantQuotaExceeded, TenantMismatchError) as exc:
             # The items before are in already: this one is refused alone, never the request.
             errors.append(BulkItemError(index=index, error=str(exc)))
             counts[new_job.queue] -= 1
     errors.sort(key=lambda e: e.index)
     for queue, added in counts.items():
-        state.metrics.jobs_enqueued.labels(queue).inc(added)
+        state.metrics.jobs_enqueued.labels(state.metrics.queue_label(queue)).inc(added)
         if state.depth_gate is not None:
             state.depth_gate.accepted(queue, added)
     return BulkResult(created=created, ids=ids, errors=errors)
@@ -312,6 +361,7 @@ async def create_jobs_bulk(request: Request) -> BulkResult:
 
 async def insert_items(
     state: ApiState,
+    access: Access,
     items: list[tuple[int, NewJob]],
     errors: list[BulkItemError],
     counts: dict[str, int],
@@ -323,12 +373,13 @@ async def insert_items(
     a job, so neither counts as one."""
     jobs = [job for _, job in items]
     if not any(job.idempotency_key or job.unique_key for job in jobs):
-        made = await state.jobq.driver.enqueue_many_ids(jobs)
+        made = await state.jobq.enqueue_ids_for(jobs, access)
         return made, len(made)
     ids: list[int] = []
     created = 0
     seen: set[int] = set()
-    for (index, asked), job in zip(items, await state.jobq.driver.enqueue_many(jobs), strict=True):
+    answers = await state.jobq.enqueue_for(jobs, access)
+    for (index, asked), job in zip(items, answers, strict=True):
         # Created by this item: made by this request, and not already another item's answer.
         new = job.request_id == asked.request_id and job.id not in seen
         seen.add(job.id)
@@ -337,6 +388,9 @@ async def insert_items(
             ids.append(job.id)
             continue
         counts[asked.queue] -= 1
+        if not access.owns(job):
+            errors.append(BulkItemError(index=index, error=not_yours("its key").detail))
+            continue
         same_key = (
             asked.idempotency_key is not None and job.idempotency_key == asked.idempotency_key
         )
@@ -377,7 +431,12 @@ async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
     try:
         items = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "infinity" in str(exc):  # valid JSON, but a number no double holds
+            raise ProblemError(
+                422, "Invalid input", f"numbers must be finite (no 1e400): {exc}"
+            ) from None
         raise ProblemError(400, "Bad request", f"the body is not valid JSON: {exc}") from None
+    del raw  # the bytes are parsed: from here on, memory holds the items once
     if not isinstance(items, list):
         raise ProblemError(422, "Invalid input", "the body must be a JSON array of jobs")
     if len(items) > state.settings.max_bulk_jobs:
@@ -390,14 +449,22 @@ async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
     return items
 
 
-async def job_or_404(state: ApiState, job_id: int) -> Job:
-    job = await state.jobq.driver.get(job_id)
-    if job is None:
-        raise ProblemError(404, "Not found", f"no job with id {job_id}")
-    return job
+async def job_or_404(state: ApiState, job_id: int, access: Access) -> Job:
+    return await state.jobq.get(job_id, access=access)  # JobNotFoundError: 404
 
 
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The job's id")]
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+def _date_time_only(value: object) -> object:
+    """Pydantic would read a number as Unix seconds; the spec promises an RFC 3339 time."""
+    if isinstance(value, str) and _NUMBER.match(value):
+        raise ValueError("expected a date-time like 2024-05-01T12:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime | None, BeforeValidator(_date_time_only), Query()]
 
 
 @router.get(
@@ -406,8 +473,8 @@ JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The job's id")]
     responses=problem_responses(404, 422, 503),
     summary="One job",
 )
-async def get_job(job_id: JobId, state: State) -> JobOut:
-    return JobOut.of(await job_or_404(state, job_id))
+async def get_job(job_id: JobId, state: State, access: Reader) -> JobOut:
+    return JobOut.of(await job_or_404(state, job_id, access))
 
 
 @router.get(
@@ -416,9 +483,8 @@ async def get_job(job_id: JobId, state: State) -> JobOut:
     responses=problem_responses(404, 422, 503),
     summary="Every failed attempt of a job, oldest first",
 )
-async def get_job_errors(job_id: JobId, state: State) -> list[AttemptError]:
-    await job_or_404(state, job_id)
-    return [AttemptError.of(e) for e in await state.jobq.driver.job_errors(job_id)]
+async def get_job_errors(job_id: JobId, state: State, access: Reader) -> list[AttemptError]:
+    return [AttemptError.of(e) for e in await state.jobq.errors(job_id, access=access)]
 
 
 def parse_cursor(cursor: str | None) -> int | None:
@@ -428,17 +494,52 @@ def parse_cursor(cursor: str | None) -> int | None:
     return min(int(cursor), 2**63 - 1)
 
 
-async def page_of(state: ApiState, params: ListParams) -> JobPage:
+Include = Annotated[
+    list[Literal["payload"]] | None,
+    Query(description="`payload`: list each job's payload and result too"),
+]
+
+
+async def page_of(
+    state: ApiState, params: ListParams, access: Access, include: Sequence[str] | None
+) -> JobPage:
+    if include and "payload" in include:
+        return await _page_with_payloads(state, params, access)
     # One extra row tells whether another page follows.
-    rows = await state.jobq.driver.list_jobs(
-        ListParams(**{**_as_dict(params), "limit": params.limit + 1})
+    rows = await state.jobq.list_page(
+        ListParams(**{**_as_dict(params), "limit": params.limit + 1}), access=access, lean=True
     )
     more = len(rows) > params.limit
     rows = rows[: params.limit]
     return JobPage(
-        items=[JobOut.of(j) for j in rows],
+        items=[JobListItem.lean(j) for j in rows],
         next_cursor=str(rows[-1].id) if more and rows else None,
     )
+
+
+async def _page_with_payloads(state: ApiState, params: ListParams, access: Access) -> JobPage:
+    """Read a few rows at a time, and end the page early (with a cursor) once its payloads
+    and results pass JOBQ_MAX_LIST_BYTES: the memory a page takes stays bounded."""
+    budget = state.settings.max_list_bytes
+    items: list[JobListItem] = []
+    carried = 0
+    before_id = params.before_id
+    more = False
+    while len(items) < params.limit:
+        want = min(PAYLOAD_CHUNK, params.limit - len(items))
+        chunk = ListParams(**{**_as_dict(params), "before_id": before_id, "limit": want + 1})
+        rows = await state.jobq.list_page(chunk, access=access)
+        more = len(rows) > want
+        for job in rows[:want]:
+            size = len(orjson.dumps(job.payload)) + len(orjson.dumps(job.result))
+            if items and carried + size > budget:
+                return JobPage(items=items, next_cursor=str(items[-1].id))
+            carried += size
+            items.append(JobListItem.of(job))
+        if not more:
+            break
+        before_id = items[-1].id
+    return JobPage(items=items, next_cursor=str(items[-1].id) if more and items else None)
 
 
 def _as_dict(params: ListParams) -> dict[str, Any]:
@@ -453,13 +554,15 @@ def _as_dict(params: ListParams) -> dict[str, Any]:
 )
 async def list_jobs(
     state: State,
+    access: Reader,
     status: Annotated[list[JobStatus] | None, Query(description="Repeat to match several")] = None,
     kind: NameFilter = None,
     queue: NameFilter = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: DateTime = None,
+    created_before: DateTime = None,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    include: Include = None,
 ) -> JobPage:
     for bound in (created_after, created_before):
         if bound is not None and bound.tzinfo is None:
@@ -475,6 +578,8 @@ async def list_jobs(
             before_id=parse_cursor(cursor),
             limit=limit,
         ),
+        access,
+        include,
     )
 
 
@@ -489,8 +594,9 @@ async def list_jobs(
     description="200: cancelled. 202: running, its task is asked to stop. 409: already "
     "finished. 404: no such job.",
 )
-async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelOut:
-    result = await state.jobq.driver.cancel(job_id)
+async def cancel_job(job_id: JobId, response: Response, state: State, access: Manager) -> CancelOut:
+    result = await state.jobq.cancel(job_id, access=access)
+    log.info("admin action", action="cancel", job_id=job_id, key_id=access.key_id)
     if result.outcome is CancelOutcome.NOT_FOUND or result.job is None:
         raise ProblemError(404, "Not found", f"no job with id {job_id}")
     if result.outcome is CancelOutcome.TERMINAL:
@@ -509,10 +615,11 @@ async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelO
     responses=problem_responses(404, 409, 422, 503),
     summary="Run a failed or cancelled job again (attempts reset, history kept)",
 )
-async def retry_job(job_id: JobId, state: State) -> JobOut:
-    job = await job_or_404(state, job_id)
-    if not await state.jobq.driver.requeue([job_id]):
+async def retry_job(job_id: JobId, state: State, access: Manager) -> JobOut:
+    job = await job_or_404(state, job_id, access)
+    log.info("admin action", action="retry", job_id=job_id, key_id=access.key_id)
+    if not await state.jobq.requeue([job_id], access=access):
         raise ProblemError(
             409, "Not retryable", f"job {job_id} is {job.status}; only failed or cancelled jobs"
         )
-    return JobOut.of(await job_or_404(state, job_id))
+    return JobOut.of(await job_or_404(state, job_id, access))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -121,7 +121,7 @@ class JobOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job) -> Self:
         return cls(
             id=job.id,
             kind=job.kind,
@@ -149,8 +149,23 @@ class JobOut(BaseModel):
         )
 
 
+class JobListItem(JobOut):
+    """A job in a listing: its payload and result only when asked (``?include=payload``),
+    so that a page's size does not depend on what the jobs carry."""
+
+    payload: dict[str, Any] | None = Field(None, description="Only with ?include=payload")  # type: ignore[assignment]
+    result: Any = Field(None, description="Only with ?include=payload")
+
+    @classmethod
+    def lean(cls, job: Job) -> JobListItem:
+        item = cls.of(job)
+        item.payload = None
+        item.result = None
+        return item
+
+
 class JobPage(BaseModel):
-    items: list[JobOut]
+    items: list[JobListItem]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end")
 
 

@@ -4,8 +4,8 @@ the API and the worker when both run in one process (``jobq serve``)."""
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
@@ -72,8 +72,39 @@ class Metrics:
         )
         self.in_flight = Gauge("jobq_worker_jobs_in_flight", "Jobs running now", registry=r)
 
+        # Label values allowed for kinds and queues (None: any); see bound_labels.
+        self.kinds: frozenset[str] | None = None
+        self.queues: frozenset[str] | None = None
+
+    def kind_label(self, kind: str) -> str:
+        return kind if self.kinds is None or kind in self.kinds else OTHER
+
+    def queue_label(self, queue: str) -> str:
+        return queue if self.queues is None or queue in self.queues else OTHER
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# The label of every kind and queue this program does not know: each label value is a
+# series kept for the life of the process, and names come from clients.
+OTHER = "other"
+
+
+class _Registry(Protocol):
+    @property
+    def tasks(self) -> Mapping[str, Any]: ...
+    @property
+    def queue_limits(self) -> Mapping[str, int]: ...
+
+
+def bound_labels(metrics: Metrics, jobq: _Registry, queues: Iterable[str] = ()) -> None:
+    """Label series only for the kinds registered with ``jobq`` and the queues it names
+    (its tasks', its limits', ``queues`` and the default one); others count as "other"."""
+    known_queues = {"default", *queues, *jobq.queue_limits}
+    known_queues.update(getattr(task.defaults, "queue", "default") for task in jobq.tasks.values())
+    metrics.kinds = frozenset(jobq.tasks) | (metrics.kinds or frozenset())
+    metrics.queues = frozenset(known_queues) | (metrics.queues or frozenset())
 
 
 class LoopHistogram(Collector):
