@@ -35,14 +35,15 @@ def one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
 
 
 def test_migrate_rollback_refresh(url: str) -> None:
-    assert jobq("migrate", "-d", url).stdout.strip() == "applied: 0001, 0002, 0003, 0004"
+    all_applied = "applied: 0001, 0002, 0003, 0004, 0005"
+    assert jobq("migrate", "-d", url).stdout.strip() == all_applied
     assert jobq("migrate", "-d", url).stdout.strip() == "applied: nothing"
-    assert jobq("migrate", "--rollback", "-d", url).stdout.strip() == "rolled back: 0004"
-    assert jobq("migrate", "--rollback", "3", "-d", url).stdout.strip() == (
-        "rolled back: 0003, 0002, 0001"
+    assert jobq("migrate", "--rollback", "-d", url).stdout.strip() == "rolled back: 0005"
+    assert jobq("migrate", "--rollback", "4", "-d", url).stdout.strip() == (
+        "rolled back: 0004, 0003, 0002, 0001"
     )
     refreshed = jobq("migrate", "--refresh", "-d", url).stdout.strip().splitlines()
-    assert refreshed == ["rolled back: nothing", "applied: 0001, 0002, 0003, 0004"]
+    assert refreshed == ["rolled back: nothing", all_applied]
 
 
 def test_enqueue_status_and_burst_worker(url: str, tmp_path: Path) -> None:

@@ -510,10 +510,7 @@ class JobQueue:
             return
         for job in jobs:
             if job.tenant != access.tenant:
-                raise TenantMismatchError(
-                    f"this key acts for tenant {access.tenant!r}; it cannot enqueue for "
-                    f"{job.tenant!r}"
-                )
+                raise TenantMismatchError(f"this key acts for tenant {access.tenant!r} only")
 
     async def find(self, job_id: int, *, access: Access | None = None) -> Job | None:
         """The job, or None when it does not exist (or is another tenant's)."""

@@ -73,7 +73,7 @@ def to_new_job(
         raise ProblemError(
             403,
             "Forbidden",
-            f"this API key acts for tenant {tenant!r}; it cannot enqueue for {body.tenant!r}",
+            f"this API key acts for tenant {tenant!r} only; leave out tenant or give that one",
         )
     try:
         encoded = orjson.dumps(body.payload)
