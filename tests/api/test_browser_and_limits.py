@@ -24,6 +24,7 @@ from jobq.api import create_app
 from jobq.observability.metrics import Metrics
 from jobq.worker.simulated import register_demo_tasks
 
+from ..conftest import run_async
 from ..waiting import eventually
 from .conftest import ClientFactory
 
@@ -185,9 +186,12 @@ async def test_metrics_labels_only_known_kinds_and_queues(db_url: str) -> None:
     register_demo_tasks(jq)
     metrics = Metrics()
     app = create_app(jq, metrics=metrics)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as client,
+    ):
         made_up = [{"kind": f"k{n}", "queue": f"q{n}", "max_attempts": 1} for n in range(300)]
         assert (await client.post("/jobs/bulk", json=made_up)).json()["created"] == 300
         await jq.run_worker(burst=True, metrics=metrics)
@@ -345,13 +349,16 @@ async def test_an_exception_whose_str_raises_fails_its_attempt(db_url: str) -> N
         await jq.close()
 
 
-async def test_sqlite_files_are_created_private(tmp_path: Path) -> None:
-    old = os.umask(0o022)
-    try:
-        jq = JobQueue(f"sqlite:///{tmp_path / 'new.db'}")
+def test_sqlite_files_are_created_private(tmp_path: Path) -> None:
+    async def use(url: str) -> None:
+        jq = JobQueue(url)
         await jq.migrate()
         await jq.enqueue("k")
         await jq.close()
+
+    old = os.umask(0o022)
+    try:
+        run_async(lambda: use(f"sqlite:///{tmp_path / 'new.db'}"))
     finally:
         os.umask(old)
     for path in tmp_path.iterdir():
