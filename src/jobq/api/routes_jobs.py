@@ -208,8 +208,8 @@ def idempotency_key_of(request: Request) -> str | None:
         **problem_responses(400, 409, 413, 422, 429, 503),
         422: {
             **problem_responses(422)[422],
-            "description": "Invalid input, or an Idempotency-Key already used for a "
-            "different request",
+            "description": "Invalid input, an Idempotency-Key already used for a "
+            "different request, or depends_on naming a job that does not exist",
         },
     },
     summary="Enqueue a job",
