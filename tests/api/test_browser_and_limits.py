@@ -408,3 +408,11 @@ async def test_spec_mismatches_found_by_the_fuzzer(client: httpx.AsyncClient) ->
     assert spec["paths"]["/health"]["get"]["security"] == []
     bulk_body = spec["paths"]["/jobs/bulk"]["post"]["requestBody"]["content"]
     assert "$ref" not in orjson.dumps(bulk_body).decode()  # any item: bad ones are reported
+
+
+@pytest.mark.parametrize("field", ["priority", "max_attempts", "delay_s"])
+async def test_booleans_are_not_numbers(client: httpx.AsyncClient, field: str) -> None:
+    response = await client.post("/jobs", json={"kind": "send_email", field: True})
+    assert response.status_code == 422
+    requeue = await client.post("/dlq/requeue", json={"ids": [True]})
+    assert requeue.status_code == 422

@@ -43,7 +43,6 @@ OPERATIONS = [
 ]
 
 
-
 # GET /jobs/{job_id}/events streams until its job finishes or timeout_s passes (default 300 s,
 # up to 3600), and no worker runs here. Most generated ids are unknown (an instant 404), but
 # one can name a queued job that POST /jobs cases created (job_id=1 is among the first values
@@ -117,6 +116,7 @@ def operations(api: tuple[str, str]) -> dict[str, Any]:
 
         def set(self, case: Any, data: str, context: Any) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
     found = {}
     for result in schema.get_all_operations():
         operation = result.ok()

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict
 
 from ..model import Job, JobError, JobStatus, WorkerInfo
 from ..storage.base import MAX_PRIORITY, MIN_PRIORITY, QueueStat
@@ -23,7 +23,10 @@ NameFilter = Annotated[str | None, Query(max_length=128, pattern=NO_NUL_PATTERN)
 # (ids are a sequence from 1; 2**53 is centuries away). It is also a bound the spec can state:
 # FastAPI's OpenAPI model stores body bounds as floats, so 2**63 - 1 was published as
 # 9.223372036854776e18, which promised ids the server refuses.
-JobIdValue = Annotated[int, Field(ge=1, le=2**53 - 1)]
+JobIdValue = Annotated[int, Strict(), Field(ge=1, le=2**53 - 1)]
+# Numbers in bodies are strict: JSON's true and false are not 1 and 0, as the spec says.
+StrictNumber = Annotated[float, Strict()]
+StrictInteger = Annotated[int, Strict()]
 
 
 class JobIn(BaseModel):
@@ -50,7 +53,7 @@ class JobIn(BaseModel):
     queue: str | None = Field(
         None, min_length=1, max_length=128, pattern=NAME_PATTERN, description="Default: default"
     )
-    priority: int | None = Field(
+    priority: StrictInteger | None = Field(
         None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="Higher runs first (default 0)"
     )
     run_at: AwareDatetime | None = Field(
@@ -58,10 +61,12 @@ class JobIn(BaseModel):
         description="Not before this time (with offset); not with delay_s. Times before "
         "0001-01-02 or after 9999-12-30 (UTC) are moved to those days, which mean the same",
     )
-    delay_s: float | None = Field(
+    delay_s: StrictNumber | None = Field(
         None, ge=0, le=366 * 86400, description="Not before this many seconds from now"
     )
-    max_attempts: int | None = Field(None, ge=1, le=1000, description="Tries before failing")
+    max_attempts: StrictInteger | None = Field(
+        None, ge=1, le=1000, description="Tries before failing"
+    )
     idempotency_key: str | None = Field(
         None,
         min_length=1,
@@ -219,7 +224,9 @@ class RequeueByFilter(BaseModel):
 
     kind: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
     queue: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
-    limit: int = Field(1000, ge=1, le=10_000, description="Most jobs requeued by a filter")
+    limit: StrictInteger = Field(
+        1000, ge=1, le=10_000, description="Most jobs requeued by a filter"
+    )
 
 
 RequeueIn = RequeueByIds | RequeueByFilter
