@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -45,6 +46,21 @@ Manager = Annotated[Access, Depends(requires(MANAGE))]
 # Pages of this many rows are read while a listing carries payloads, so that the rows held
 # at once stay few however large each job's payload and result are.
 PAYLOAD_CHUNK = 10
+
+
+class NonFiniteNumber(Exception):
+    """NaN, Infinity or a number beyond a double in a bulk body."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise NonFiniteNumber(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumber(text)
+    return value
 
 
 def _has_non_finite(value: Any) -> bool:
@@ -429,12 +445,13 @@ async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
             "send a JSON array (application/json) or a multipart form with a 'file' field",
         )
     try:
-        items = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if "infinity" in str(exc):  # valid JSON, but a number no double holds
-            raise ProblemError(
-                422, "Invalid input", f"numbers must be finite (no 1e400): {exc}"
-            ) from None
+        # The standard parser, not orjson: orjson's transient peak was 13 times the body
+        # (126 MB for a 9.4 MB body, tracemalloc), the standard one's 2.4 times, at about
+        # the same speed on bulk bodies.
+        items = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except NonFiniteNumber as exc:
+        raise ProblemError(422, "Invalid input", f"numbers must be finite: {exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ProblemError(400, "Bad request", f"the body is not valid JSON: {exc}") from None
     del raw  # the bytes are parsed: from here on, memory holds the items once
     if not isinstance(items, list):
