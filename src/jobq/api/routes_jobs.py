@@ -309,7 +309,7 @@ async def bulk_is_post_only() -> None:
                         "properties": {
                             "file": {
                                 "type": "array",
-                                "items": BULK_ITEM,
+                                "items": {**BULK_ITEM, "type": "object"},
                                 "minItems": 1,
                                 "description": "A JSON file: an array of jobs",
                             }
@@ -436,8 +436,10 @@ async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
             )
         # A part sent with a filename arrives as a file, one without as a plain field.
         raw = upload.encode() if isinstance(upload, str) else await upload.read()
+        objects_only = True
     elif content_type in ("application/json", ""):
         raw = await request.body()
+        objects_only = False
     else:
         raise ProblemError(
             415,
@@ -456,6 +458,10 @@ async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
     del raw  # the bytes are parsed: from here on, memory holds the items once
     if not isinstance(items, list):
         raise ProblemError(422, "Invalid input", "the body must be a JSON array of jobs")
+    if objects_only and not all(isinstance(item, dict) for item in items):
+        # As the spec declares the file: an array of objects (a JSON body's items are
+        # reported one by one instead, whatever they are).
+        raise ProblemError(422, "Invalid input", "the file must be a JSON array of objects")
     if len(items) > state.settings.max_bulk_jobs:
         raise ProblemError(
             413,

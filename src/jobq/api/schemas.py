@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from ..model import Job, JobError, JobStatus, WorkerInfo
 from ..storage.base import MAX_PRIORITY, MIN_PRIORITY, QueueStat
@@ -23,10 +23,18 @@ NameFilter = Annotated[str | None, Query(max_length=128, pattern=NO_NUL_PATTERN)
 # (ids are a sequence from 1; 2**53 is centuries away). It is also a bound the spec can state:
 # FastAPI's OpenAPI model stores body bounds as floats, so 2**63 - 1 was published as
 # 9.223372036854776e18, which promised ids the server refuses.
-JobIdValue = Annotated[int, Strict(), Field(ge=1, le=2**53 - 1)]
-# Numbers in bodies are strict: JSON's true and false are not 1 and 0, as the spec says.
-StrictNumber = Annotated[float, Strict()]
-StrictInteger = Annotated[int, Strict()]
+JobIdValue = Annotated[int, Field(ge=1, le=2**53 - 1)]
+
+
+def refuse_bools(value: object) -> object:
+    """JSON's true and false are not the numbers 1 and 0, though pydantic would read them
+    so (2.0 still is the integer 2, as JSON Schema has it). A before-validator of the
+    numeric fields: in the field's type it would hide its bounds from the spec."""
+    if isinstance(value, bool) or (
+        isinstance(value, list) and any(isinstance(v, bool) for v in value)
+    ):
+        raise ValueError("a number, not true or false")
+    return value
 
 
 class JobIn(BaseModel):
@@ -53,7 +61,7 @@ class JobIn(BaseModel):
     queue: str | None = Field(
         None, min_length=1, max_length=128, pattern=NAME_PATTERN, description="Default: default"
     )
-    priority: StrictInteger | None = Field(
+    priority: int | None = Field(
         None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="Higher runs first (default 0)"
     )
     run_at: AwareDatetime | None = Field(
@@ -61,12 +69,10 @@ class JobIn(BaseModel):
         description="Not before this time (with offset); not with delay_s. Times before "
         "0001-01-02 or after 9999-12-30 (UTC) are moved to those days, which mean the same",
     )
-    delay_s: StrictNumber | None = Field(
+    delay_s: float | None = Field(
         None, ge=0, le=366 * 86400, description="Not before this many seconds from now"
     )
-    max_attempts: StrictInteger | None = Field(
-        None, ge=1, le=1000, description="Tries before failing"
-    )
+    max_attempts: int | None = Field(None, ge=1, le=1000, description="Tries before failing")
     idempotency_key: str | None = Field(
         None,
         min_length=1,
@@ -97,6 +103,10 @@ class JobIn(BaseModel):
         max_length=100,
         description="Ids of jobs that must all succeed first; the job waits meanwhile, and "
         "is cancelled if one of them fails or is cancelled",
+    )
+
+    _numbers = field_validator("priority", "delay_s", "max_attempts", "depends_on", mode="before")(
+        refuse_bools
     )
 
 
@@ -216,6 +226,8 @@ class RequeueByIds(BaseModel):
 
     ids: list[JobIdValue] = Field(max_length=10_000)
 
+    _numbers = field_validator("ids", mode="before")(refuse_bools)
+
 
 class RequeueByFilter(BaseModel):
     """Requeue every failed job matching the filters (up to ``limit``)."""
@@ -224,9 +236,9 @@ class RequeueByFilter(BaseModel):
 
     kind: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
     queue: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
-    limit: StrictInteger = Field(
-        1000, ge=1, le=10_000, description="Most jobs requeued by a filter"
-    )
+    limit: int = Field(1000, ge=1, le=10_000, description="Most jobs requeued by a filter")
+
+    _numbers = field_validator("limit", mode="before")(refuse_bools)
 
 
 RequeueIn = RequeueByIds | RequeueByFilter
