@@ -8,6 +8,8 @@ Hypothesis strategy is driven directly; the checks are schemathesis' own."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,3 +159,44 @@ def test_operation_conforms_to_the_spec(
         case.call_and_validate(base_url=base_url)
 
     check()
+
+
+def test_every_phase_of_the_schemathesis_cli(api: tuple[str, str], tmp_path: Path) -> None:
+    """The CLI's phases beyond generated cases: coverage (boundary values of every
+    parameter), fuzzing, and stateful sequences that feed one answer's ids into the next
+    request; all checks. The event stream is left to the test above, which bounds its
+    timeout_s (the CLI would hold each stream open for up to 300 s)."""
+    base_url, key = api
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        '[[operations]]\ninclude-name = "POST /jobs"\n'
+        "checks.positive_data_acceptance.expected-statuses = "
+        '["2xx", "401", "403", "404", "409", "422"]\n'
+    )
+    completed = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "--config-file",
+            str(config),
+            "run",
+            f"{base_url}/api-docs/openapi.json",
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            "30",
+            "--exclude-path-regex",
+            "/events$",
+            "--seed",
+            "1",
+            "-H",
+            f"Authorization: Bearer {key}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stdout[-6000:]
+    assert "No issues found" in completed.stdout
