@@ -59,9 +59,10 @@ class BodyLimitMiddleware:
             nonlocal seen, body_done
             if body_done:
                 return await receive()  # e.g. a stream waiting for the client to go
-            remaining = deadline - asyncio.get_running_loop().time()
             try:
-                message = await asyncio.wait_for(receive(), max(remaining, 0.001))
+                # A deadline on the running task, not wait_for: that made a task per read.
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 log.info("request body too slow; cut off", path=scope["path"])
                 return await refuse(408)
