@@ -122,6 +122,11 @@ async def test_tenant_enqueue_rate_quota(make_client: ClientFactory) -> None:
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     other = await client.post("/jobs", json={**body, "tenant": "globex"})
     assert other.status_code == 201  # per tenant
+    bulk = await client.post("/jobs/bulk", json=[{**body, "tenant": "globex"}, body])
+    assert bulk.status_code == 429  # a bulk request counts each item's tenant
+    assert len((await client.get("/jobs")).json()["items"]) == 3
+    alone = await client.post("/jobs", json={**body, "tenant": "globex"})
+    assert alone.status_code == 201  # the refused bulk took nothing from globex
 
 
 async def test_tenant_payload_bytes_quota(make_client: ClientFactory) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..config import Settings
 from .limits import Bucket
@@ -68,6 +68,19 @@ class TenantQuotas:
             raise _over(
                 tenant, "payload bytes per second (JOBQ_TENANT_PAYLOAD_BYTES_PER_S)", wait_bytes
             )
+
+    def charge_each(self, by_tenant: Mapping[str | None, tuple[int, int]]) -> None:
+        """``charge`` for a bulk request: {tenant: (jobs, payload bytes)}; a refusal takes
+        nothing from any tenant (what was taken before it is given back)."""
+        charged: list[tuple[str | None, int, int]] = []
+        try:
+            for tenant, (jobs, payload_bytes) in by_tenant.items():
+                self.charge(tenant, jobs, payload_bytes)
+                charged.append((tenant, jobs, payload_bytes))
+        except ProblemError:
+            for tenant, jobs, payload_bytes in charged:
+                self.charge(tenant, -jobs, -payload_bytes)
+            raise
 
 
 def _over(tenant: str, what: str, wait_s: float) -> ProblemError:

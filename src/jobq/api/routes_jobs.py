@@ -332,13 +332,14 @@ async def create_jobs_bulk(request: Request, access: Writer) -> BulkResult:
     valid: list[tuple[int, NewJob]] = []
     dependent: list[tuple[int, NewJob]] = []
     errors: list[BulkItemError] = []
-    payload_bytes = 0
+    by_tenant: dict[str | None, tuple[int, int]] = {}  # tenant -> (jobs, payload bytes)
     for index, item in enumerate(items):
         try:
             body = JobIn.model_validate(item)
             key = body.idempotency_key
             new_job, size = to_new_job(body, state, access, key=key, request_id=request_id)
-            payload_bytes += size
+            jobs, size_so_far = by_tenant.get(new_job.tenant, (0, 0))
+            by_tenant[new_job.tenant] = (jobs + 1, size_so_far + size)
             if new_job.depends_on:
                 dependent.append((index, new_job))
             else:
@@ -353,7 +354,7 @@ async def create_jobs_bulk(request: Request, access: Writer) -> BulkResult:
     for _, job in [*valid, *dependent]:
         counts[job.queue] = counts.get(job.queue, 0) + 1
     await ensure_room(state, counts)
-    state.quotas.charge(access.tenant, len(valid) + len(dependent), payload_bytes)
+    state.quotas.charge_each(by_tenant)
     del items  # the parsed body: only the jobs built from it are needed from here on
     ids, created = await insert_items(state, access, valid, errors, counts) if valid else ([], 0)
     # Items with dependencies go one by one after the rest, so that an unknown parent is
