@@ -21,6 +21,7 @@ from .limits import BodyLimitMiddleware, DepthGate, RateLimiter, StreamSlots
 from .middleware import RequestContextMiddleware
 from .problems import Problem, install_problem_handlers, problem_responses
 from .quotas import TenantQuotas
+from .routes_bulk import router as bulk_router
 from .routes_events import router as events_router
 from .routes_jobs import router as jobs_router
 from .routes_ops import router as ops_router
@@ -86,6 +87,7 @@ def create_app(
         streams=StreamSlots(settings.max_event_streams, settings.max_event_streams_per_client),
     )
     install_problem_handlers(app)
+    app.include_router(bulk_router)  # first: GET /jobs/bulk is not GET /jobs/{job_id}
     app.include_router(jobs_router)
     app.include_router(events_router)
     app.include_router(ops_router)
