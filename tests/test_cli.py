@@ -126,3 +126,39 @@ def test_queues_pause_and_resume(url: str) -> None:
     assert jobq("queues", "resume", "mail", "-d", url).stdout.strip() == "mail: resumed"
     assert jobq("queues", "resume", "mail", "-d", url).stdout.strip() == "mail: already resumed"
     one_line_error(jobq("queues", "pause", "", "-d", url), "queue name")
+
+
+def test_api_refuses_a_non_loopback_address_without_a_key(url: str) -> None:
+    for command in ("api", "serve"):
+        refused = jobq(command, "-d", url, "--host", "0.0.0.0", "--port", "1")
+        one_line_error(refused, "jobq keys create")
+
+
+def test_keys_create_list_revoke(url: str) -> None:
+    created = jobq(
+        "keys",
+        "create",
+        "-d",
+        url,
+        "--tenant",
+        "acme",
+        "--scopes",
+        "jobs:read,jobs:write",
+        "--name",
+        "ci",
+        "--expires-in",
+        "90d",
+    )
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("jobq_") and len(secret.splitlines()) == 1
+    key_id = secret.split("_")[1]
+    listed = jobq("keys", "list", "-d", url).stdout
+    assert key_id in listed and "acme" in listed and "jobs:read,jobs:write" in listed
+    assert "active" in listed and secret.split("_", 2)[2] not in listed  # no secret shown
+    assert jobq("keys", "revoke", key_id, "-d", url).stdout.strip() == f"revoked {key_id}"
+    assert "revoked" in jobq("keys", "list", "-d", url).stdout
+    one_line_error(jobq("keys", "revoke", key_id, "-d", url), "no active key")
+    one_line_error(jobq("keys", "create", "-d", url, "--tenant", "a", "--scopes", "root"), "root")
+    one_line_error(jobq("keys", "create", "-d", url, "--scopes", "jobs:read"), "--admin")
+    assert jobq("keys", "create", "--admin", "-d", url).returncode == 0

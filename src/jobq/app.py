@@ -8,22 +8,25 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
 import orjson
 import pydantic
 
 from . import rollup
+from .access import Access
 from .config import Settings
 from .errors import (
     ConfigurationError,
     InvalidJobError,
     InvalidTransitionError,
     JobNotFoundError,
+    TenantMismatchError,
 )
+from .keys import hash_secret, new_key
 from .maintenance import Maintenance, holder_id
-from .model import Job, JobError, JobStatus, WorkerInfo
+from .model import ApiKey, Job, JobError, JobStatus, WorkerInfo
 from .observability import tracing
 from .observability.metrics import Metrics
 from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
@@ -575,9 +578,11 @@ class JobQueue:
         return list(jobs)
 
     # ------------------------------------------------------------------ managing
-    async def get(self, job_id: int) -> Job:
-        """The job; JobNotFoundError when there is none (see ``find``)."""
-        return _found(job_id, await self.find(job_id))
+    async def get(self, job_id: int, *, access: Access | None = None) -> Job:
+        """The job; JobNotFoundError when there is none, or when ``access`` (a caller's
+        key) may not see it: another tenant's job does not exist for it."""
+        job = await self._read(lambda d: d.get(job_id))
+        return _found(job_id, job) if access is None else access.checked(job, job_id)
 
     async def find_by_idempotency_key(self, key: str) -> Job | None:
         """The job enqueued with this idempotency key, while the key is kept (read from
@@ -607,33 +612,43 @@ class JobQueue:
                 await asyncio.sleep(pause)
             pause = min(0.5, pause * 1.5)
 
-    async def errors(self, job_id: int) -> list[JobError]:
+    async def errors(self, job_id: int, *, access: Access | None = None) -> list[JobError]:
+        if access is not None:
+            await self.get(job_id, access=access)  # another tenant's job: not found
         return await self._read(lambda d: d.job_errors(job_id))
 
-    async def cancel(self, job_id: int) -> CancelResult:
+    async def cancel(self, job_id: int, *, access: Access | None = None) -> CancelResult:
+        if access is not None and access.tenant is not None:
+            await self.get(job_id, access=access)  # a job's tenant never changes
         result = await self.driver.cancel(job_id)
         self._wrote()
         return result
 
-    async def requeue(self, job_ids: Sequence[int]) -> list[int]:
+    async def requeue(self, job_ids: Sequence[int], *, access: Access | None = None) -> list[int]:
         """Failed or cancelled jobs go back to queued, attempts reset (their history kept);
-        the ids that did (others are left as they are)."""
+        the ids that did (others, and other tenants' jobs, are left as they are)."""
+        if access is not None and access.tenant is not None:
+            job_ids = await self.driver.tenant_job_ids(job_ids, access.tenant)
         requeued = await self.driver.requeue(job_ids)
         self._wrote()
         return requeued
 
-    async def retry(self, job_id: int) -> Job:
+    async def retry(self, job_id: int, *, access: Access | None = None) -> Job:
         """Run a failed or cancelled job again (attempts reset, history kept); the job as
         it is now. JobNotFoundError, or InvalidTransitionError for a job in another status."""
-        job = await self.get(job_id)
+        await self.get(job_id, access=access)
         if not await self.requeue([job_id]):
             current = await self.get(job_id)
             raise InvalidTransitionError(
                 f"job {job_id} is {current.status}; only failed or cancelled jobs"
             )
-        return await self.get(job.id)
+        return await self.get(job_id)
 
-    async def stats(self) -> list[QueueStat]:
+    async def stats(self, *, access: Access | None = None) -> list[QueueStat]:
+        """Jobs by queue and status (of the tenant ``access`` acts for, if one)."""
+        if access is not None and access.tenant is not None:
+            tenant = access.tenant
+            return await self._read(lambda d: d.tenant_stats(tenant))
         return await self._read(lambda d: d.stats())
 
     async def queue_depth(self, queue: str, at_most: int) -> int:
@@ -643,14 +658,92 @@ class JobQueue:
     async def workers(self) -> list[WorkerInfo]:
         return await self._read(lambda d: d.workers())
 
-    async def find(self, job_id: int) -> Job | None:
-        """The job, or None if there is none with this id."""
-        return await self._read(lambda d: d.get(job_id))
+    async def find(self, job_id: int, *, access: Access | None = None) -> Job | None:
+        """The job, or None if there is none with this id (or ``access`` may not see it)."""
+        job = await self._read(lambda d: d.get(job_id))
+        return job if job is not None and (access is None or access.owns(job)) else None
 
-    async def list_jobs(self, params: ListParams) -> list[Job]:
+    async def list_jobs(
+        self, params: ListParams, *, access: Access | None = None, lean: bool = False
+    ) -> list[Job]:
         """Jobs matching every filter of ``params``, newest first (keyset pagination): what
-        ``list`` takes as keywords."""
+        ``list`` takes as keywords. ``access``: only its tenant's jobs. ``lean``: without
+        payloads and results (read as ``{}`` and None), so that a page's size does not
+        depend on what its jobs carry."""
+        if access is not None and access.tenant is not None:
+            params = replace(params, tenant=access.tenant)
+        if lean:
+            return await self._read(lambda d: d.list_jobs_lean(params))
         return await self._read(lambda d: d.list_jobs(params))
+
+    # ------------------------------------------------------------------ tenants and keys
+    async def submit_for(self, jobs: Sequence[NewJob], access: Access) -> list[Enqueued]:
+        """``submit`` on behalf of a caller: a tenant's jobs are its own (another tenant
+        named is refused) and may wait only for its own jobs."""
+        self.refuse_foreign(jobs, access)
+        if access.tenant is not None:
+            parents = sorted({p for job in jobs for p in job.depends_on})
+            if parents:
+                known = set(await self.driver.tenant_job_ids(parents, access.tenant))
+                missing = [p for p in parents if p not in known]
+                if missing:
+                    raise InvalidJobError(
+                        f"depends_on: no job with id {', '.join(map(str, missing))}"
+                    )
+        return await self.submit(jobs)
+
+    async def enqueue_ids_for(self, jobs: Sequence[NewJob], access: Access) -> list[int]:
+        """``submit_for`` answering only the ids of a plain batch (no keys, no parents)."""
+        self.refuse_foreign(jobs, access)
+        return await self.enqueue_many_ids(jobs)
+
+    @staticmethod
+    def refuse_foreign(jobs: Sequence[NewJob], access: Access) -> None:
+        """TenantMismatchError unless every job is of the tenant ``access`` acts for."""
+        if access.tenant is None:
+            return
+        for job in jobs:
+            if job.tenant != access.tenant:
+                raise TenantMismatchError(f"this key acts for tenant {access.tenant!r} only")
+
+    async def create_api_key(
+        self,
+        *,
+        tenant: str | None,
+        scopes: Sequence[str],
+        name: str | None = None,
+        expires_in: timedelta | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret, which is shown this once: only its hash is kept."""
+        key_id, secret, token = new_key()
+        expires_at = None if expires_in is None else datetime.now(UTC) + expires_in
+        row = ApiKey(
+            id=key_id,
+            name=name,
+            tenant=tenant,
+            scopes=tuple(scopes),
+            secret_hash=hash_secret(secret),
+            created_at=datetime.now(UTC),
+            expires_at=expires_at,
+            last_used_at=None,
+            revoked_at=None,
+        )
+        return await self.driver.insert_api_key(row), token
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        return await self.driver.get_api_key(key_id)
+
+    async def api_keys(self) -> list[ApiKey]:
+        return await self.driver.list_api_keys()
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        return await self.driver.revoke_api_key(key_id)
+
+    async def touch_api_keys(self, key_ids: Sequence[str]) -> None:
+        await self.driver.touch_api_keys(key_ids)
+
+    async def any_api_key(self) -> bool:
+        return await self.driver.any_api_key()
 
     # ------------------------------------------------------------------ read routing
     @property

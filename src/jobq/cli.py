@@ -15,11 +15,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import pydantic
+import structlog
 import typer
 
+from .access import ADMIN
 from .app import JobQueue
-from .config import Settings
+from .config import Settings, is_loopback
 from .errors import ConfigurationError, JobqError
+from .keys import parse_duration, parse_scopes
 from .observability.logging import configure_logging
 from .observability.metrics import Metrics
 from .observability.tracing import setup_from_environment as setup_tracing
@@ -27,6 +30,7 @@ from .process import settle_heap
 from .worker.simulated import PLANS, register_demo_tasks
 
 T = TypeVar("T")
+log = structlog.get_logger("jobq.cli")
 
 app = typer.Typer(
     name="jobq",
@@ -248,6 +252,14 @@ def _remember_signals_until_started() -> list[signal.Signals]:
 
 Host = Annotated[str | None, typer.Option("--host", help="Listen address (JOBQ_API_HOST)")]
 Port = Annotated[int | None, typer.Option("--port", help="Listen port (JOBQ_API_PORT)")]
+InsecureNoAuth = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-no-auth",
+        help="Serve a non-loopback address without API keys: anyone who reaches it can "
+        "read and change every job",
+    ),
+]
 
 
 def _serve_http(jobq: JobQueue, settings: Settings, worker: Any = None) -> None:
@@ -308,13 +320,14 @@ def serve(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once")
     ] = None,
+    insecure_no_auth: InsecureNoAuth = False,
 ) -> None:
     """API + worker in one process (the demo kinds unless APP is given)."""
     settings = _settings(database_url, api_host=host, api_port=port, concurrency=concurrency)
     configure_logging(settings)
     _setup_tracing()
     jobq = load_app(app_spec, settings, database_url)
-    _run(lambda: _migrate_and_close(jobq))
+    _run(lambda: _prepare_to_serve(jobq, settings, insecure_no_auth))
     _serve_guarded(lambda: _serve_http(jobq, settings, worker=jobq.worker()))
 
 
@@ -324,23 +337,38 @@ def api(
     database_url: DatabaseUrl = None,
     host: Host = None,
     port: Port = None,
+    insecure_no_auth: InsecureNoAuth = False,
 ) -> None:
     """The HTTP API alone (run workers with `jobq worker`)."""
     settings = _settings(database_url, api_host=host, api_port=port)
     configure_logging(settings)
     _setup_tracing()
     jobq = load_app(app_spec, settings, database_url)
-    _run(lambda: _migrate_and_close(jobq))
+    _run(lambda: _prepare_to_serve(jobq, settings, insecure_no_auth))
     _serve_guarded(lambda: _serve_http(jobq, settings))
 
 
-async def _migrate_and_close(jobq: JobQueue) -> None:
-    """Migrate before serving; the connections belong to this short-lived event loop, so
-    close them: the server opens its own in its loop."""
+async def _prepare_to_serve(jobq: JobQueue, settings: Settings, insecure_no_auth: bool) -> None:
+    """Migrate before serving, and decide whether the API may serve without keys. The
+    connections belong to this short-lived event loop, so close them: the server opens its
+    own in its loop."""
     try:
         await jobq.migrate()
+        keys = await jobq.any_api_key()
     finally:
         await jobq.close()
+    if keys:
+        return
+    if not is_loopback(settings.api_host) and not insecure_no_auth:
+        raise CliError(
+            f"refusing to serve {settings.api_host} without API keys; create one with "
+            "`jobq keys create --admin` (or pass --insecure-no-auth)"
+        )
+    log.warning(
+        "the API is open: no API key exists, so anyone who reaches it can read and change "
+        "every job; create one with `jobq keys create`",
+        host=settings.api_host,
+    )
 
 
 def _serve_guarded(start: Callable[[], None]) -> None:
@@ -574,6 +602,129 @@ def pause(queue: QueueArg, database_url: DatabaseUrl = None) -> None:
 def resume(queue: QueueArg, database_url: DatabaseUrl = None) -> None:
     """Let workers claim jobs of QUEUE again."""
     _set_paused(queue, False, database_url)
+
+
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    database_url: DatabaseUrl = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="The tenant this key acts for")
+    ] = None,
+    scopes: Annotated[
+        str | None,
+        typer.Option("--scopes", help="Comma-separated: jobs:read, jobs:write, jobs:manage"),
+    ] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="A key for every tenant, with every scope")
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="What the key is for")] = None,
+    expires_in: Annotated[
+        str | None, typer.Option("--expires-in", help="e.g. 90d, 12h (default: never)")
+    ] = None,
+) -> None:
+    """Create a key and print it: the only time it is shown (only its hash is kept)."""
+    if admin == (tenant is not None):
+        raise _usage("give either --tenant (with --scopes) or --admin")
+    try:
+        granted = (ADMIN,) if admin else parse_scopes(scopes or "")
+        lifetime = parse_duration(expires_in) if expires_in else None
+    except JobqError as exc:
+        raise _usage(str(exc)) from None
+    settings = _settings(database_url)
+    configure_logging(settings)
+
+    async def work() -> None:
+        jobq = JobQueue(settings=settings)
+        try:
+            await jobq.migrate()
+            key, secret = await jobq.create_api_key(
+                tenant=tenant, scopes=granted, name=name, expires_in=lifetime
+            )
+        finally:
+            await jobq.close()
+        log.info("admin action", action="key_create", key_id=key.id, tenant=tenant)
+        typer.echo(secret)
+        typer.echo(
+            f"key {key.id} for {_whose(key.tenant)}, scopes {','.join(key.scopes)}: "
+            "store it now, it cannot be shown again",
+            err=True,
+        )
+
+    _run(work)
+
+
+def _whose(tenant: str | None) -> str:
+    return "every tenant" if tenant is None else f"tenant {tenant}"
+
+
+@keys_app.command("list")
+def keys_list(database_url: DatabaseUrl = None) -> None:
+    """Every key, without secrets."""
+    settings = _settings(database_url)
+    configure_logging(settings)
+
+    async def work() -> None:
+        jobq = JobQueue(settings=settings)
+        try:
+            await jobq.migrate()
+            keys = await jobq.api_keys()
+        finally:
+            await jobq.close()
+        if not keys:
+            typer.echo("no keys")
+            return
+        typer.echo(
+            f"{'ID':<16}  {'NAME':<12} {'TENANT':<12} {'SCOPES':<34} {'STATE':<8} "
+            "CREATED / EXPIRES / LAST USED"
+        )
+        now = datetime.now(UTC)
+        for k in keys:
+            state = (
+                "revoked"
+                if k.revoked_at
+                else "expired"
+                if k.expires_at and k.expires_at <= now
+                else "active"
+            )
+            times = " / ".join(_when(t) for t in (k.created_at, k.expires_at, k.last_used_at))
+            typer.echo(
+                f"{k.id:<16}  {k.name or '-':<12} {k.tenant or '*':<12} "
+                f"{','.join(k.scopes):<34} {state:<8} {times}"
+            )
+
+    _run(work)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else "-"
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see jobq keys list)")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key: API processes refuse it within JOBQ_AUTH_CACHE_S."""
+    settings = _settings(database_url)
+    configure_logging(settings)
+
+    async def work() -> None:
+        jobq = JobQueue(settings=settings)
+        try:
+            await jobq.migrate()
+            revoked = await jobq.revoke_api_key(key_id)
+        finally:
+            await jobq.close()
+        if not revoked:
+            raise CliError(f"no active key with id {key_id!r}")
+        log.info("admin action", action="key_revoke", key_id=key_id)
+        typer.echo(f"revoked {key_id}")
+
+    _run(work)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ checks that the three agree.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from typing import Literal
 
@@ -161,10 +162,68 @@ class Settings(BaseSettings):
         description="Queued jobs one tenant may hold; more is refused (HTTP 429) (0 = no limit)",
     )
     rate_limit_per_s: float = Field(
-        0.0, ge=0, description="Requests per second per X-Client-Id (0 = no limit)"
+        0.0,
+        ge=0,
+        description="Requests per second per API key (without keys: per X-Client-Id, else "
+        "per address) (0 = no limit)",
     )
     rate_limit_burst: int = Field(
         50, ge=1, description="Requests a client may send at once before the rate applies"
+    )
+
+    max_result_bytes: int = Field(
+        1_048_576,
+        ge=1,
+        description="Largest job result stored, as JSON bytes; a larger one fails its job",
+    )
+    max_list_bytes: int = Field(
+        8_388_608,
+        ge=1,
+        description="Most payload and result bytes one page of GET /jobs or /dlq carries "
+        "with ?include=payload (the page ends early, with a cursor, past it)",
+    )
+    tenant_enqueue_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Jobs per second one tenant may enqueue, with bursts of 10 seconds' "
+        "worth; more is refused (HTTP 429) (0 = no limit)",
+    )
+    tenant_payload_bytes_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Payload bytes per second one tenant may enqueue, with bursts of 10 "
+        "seconds' worth; more is refused (HTTP 429) (0 = no limit)",
+    )
+    max_event_streams: int = Field(
+        200, ge=1, description="Open GET /jobs/{id}/events streams per API process (503 past it)"
+    )
+    max_event_streams_per_client: int = Field(
+        20,
+        ge=1,
+        description="Open event streams per API key (or client, without keys) (429 past it)",
+    )
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request body must arrive whole within this many seconds (else 408)",
+    )
+
+    # --- security ---
+    auth_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long an API process trusts what it read of a key: a revocation "
+        "or a first key takes up to this long to apply",
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="Comma-separated Host names the API answers (* = any); empty = the "
+        "loopback names when JOBQ_API_HOST is a loopback address, else any",
+    )
+    allowed_origins: str = Field(
+        "",
+        description="Comma-separated browser origins (https://ops.example.com) allowed to "
+        "call the API, with CORS; empty = only pages the API serves itself",
     )
 
     # --- logging ---
@@ -229,3 +288,30 @@ class Settings(BaseSettings):
     def cancel_poll_s(self) -> float:
         """How often a worker's heartbeat loop ticks, looking for cancel requests."""
         return min(0.5, self.heartbeat_s)
+
+    @property
+    def allowed_host_names(self) -> frozenset[str] | None:
+        """The Host names to answer; None: any."""
+        names = {h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()}
+        if "*" in names:
+            return None
+        if names:
+            return frozenset(names)
+        return LOOPBACK_NAMES if is_loopback(self.api_host) else None
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name to listen on) is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -71,6 +71,10 @@ class TenantQuotaExceeded(JobqError):
         self.limit = limit
 
 
+class TenantMismatchError(JobqError):
+    """A caller acting for one tenant named another (enqueueing a job for it)."""
+
+
 class UnsupportedFeatureError(JobqError):
     """The storage driver in use cannot provide this feature."""
 

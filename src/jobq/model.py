@@ -124,3 +124,19 @@ class WorkerInfo:
     # Threads of sync tasks running past their job's timeout, each holding a slot. Known for
     # workers of this process only (see JobQueue.worker_states); None for the others.
     stuck_threads: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as kept in ``jobq_api_keys``: never its secret, only the secret's hash.
+    ``tenant`` None: the key acts for every tenant."""
+
+    id: str
+    name: str | None
+    tenant: str | None
+    scopes: tuple[str, ...]
+    secret_hash: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None

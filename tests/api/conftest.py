@@ -28,7 +28,7 @@ async def make_client(db_url: str) -> AsyncIterator[ClientFactory]:
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://jobq.test"
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
         )
         client.jobq = jq  # type: ignore[attr-defined]
         opened.append((lifespan, client, jq))

@@ -61,7 +61,7 @@ async def test_postgres_restart_mid_drain_loses_nothing(own_server: PgServer) ->
         before_outage = (await asyncio.to_thread(sql, url, done))[0][0]
         await asyncio.to_thread(own_server.stop)
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://jobq.test"
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
         ) as client:
             health = await client.get("/health")
             enqueue = await client.post("/jobs", json={"kind": "record", "payload": {"n": -1}})

@@ -58,7 +58,7 @@ async def test_hung_sync_threads_do_not_fail_fresh_jobs(jq: JobQueue) -> None:
         assert worker.stuck_threads == HUNG
 
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobq.test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             listed = (await http.get("/workers")).json()
         assert [w["stuck_threads"] for w in listed] == [HUNG]
         text = worker.metrics.render().decode()

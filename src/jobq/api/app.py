@@ -9,17 +9,22 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from ..app import JobQueue
-from ..dashboard import install_dashboard
-from ..observability.metrics import Metrics
+from ..dashboard import DashboardAuth, Identity, install_dashboard
+from ..observability.metrics import Metrics, bound_labels
 from ..observability.tracing import UNTRACED_URLS
 from ..worker.runtime import Worker
+from .auth import Authenticator
 from .batching import EnqueueBatcher
+from .browser import BrowserGuardMiddleware
 from .docs_page import install_docs
-from .limits import BodyLimitMiddleware, DepthGate, RateLimiter
+from .limits import BodyLimitMiddleware, DepthGate, RateLimiter, StreamSlots
 from .middleware import RequestContextMiddleware
-from .problems import Problem, install_problem_handlers
+from .problems import Problem, ProblemError, install_problem_handlers, problem_responses
+from .quotas import TenantQuotas
+from .routes_bulk import router as bulk_router
 from .routes_events import router as events_router
 from .routes_jobs import router as jobs_router
 from .routes_ops import router as ops_router
@@ -36,6 +41,7 @@ def create_app(
     (``jobq serve``): started after the API opens, stopped gracefully before it closes."""
     settings = jobq.settings
     metrics = metrics or (worker.metrics if worker else Metrics())
+    bound_labels(metrics, jobq)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -62,6 +68,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await housekeeping
             await app.state.jobq_api.batcher.close()
+            await app.state.jobq_api.auth.close()
             await jobq.close()
 
     app = FastAPI(
@@ -88,26 +95,60 @@ def create_app(
             else None
         ),
         batcher=EnqueueBatcher(jobq.submit),
+        auth=Authenticator(jobq, settings.auth_cache_s),
+        quotas=TenantQuotas(settings),
+        streams=StreamSlots(settings.max_event_streams, settings.max_event_streams_per_client),
     )
     if jobq.read_router is not None:
         jobq.read_router.on_fallback = lambda reason: metrics.replica_fallbacks.labels(reason).inc()
     install_problem_handlers(app)
+    app.include_router(bulk_router)  # first: GET /jobs/bulk is not GET /jobs/{job_id}
     app.include_router(jobs_router)
     app.include_router(events_router)
     app.include_router(ops_router)
     app.include_router(pause_router)
     install_docs(app, "/api-docs/openapi.json")
-    install_dashboard(app, jobq)
+    install_dashboard(app, jobq, _dashboard_sign_in(app.state.jobq_api.auth))
 
     def body_limit(path: str) -> int:
         return settings.max_bulk_bytes if path == "/jobs/bulk" else settings.max_request_bytes
 
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(
+        BodyLimitMiddleware, limit_for=body_limit, read_timeout_s=settings.body_read_timeout_s
+    )
+    origins = settings.allowed_origin_list
+    if origins:  # CORS only for origins named in the settings: off by default
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+        )
+    app.add_middleware(
+        BrowserGuardMiddleware,
+        allowed_hosts=settings.allowed_host_names,
+        allowed_origins=origins,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    _register_problem_schema(app)
+    _complete_openapi(app)
     if jobq.tracer is not None:
         _trace_requests(app, jobq.tracer.provider)
     return app
+
+
+def _dashboard_sign_in(auth: Authenticator) -> DashboardAuth:
+    """The dashboard signs in with the API's keys: while no key exists everyone is an
+    administrator, as on the API; once one does, a key signs a session in with its scopes
+    and tenant."""
+
+    async def resolve(key: str) -> Identity | None:
+        try:
+            access = await auth.access_of(f"Bearer {key}")
+        except ProblemError:
+            return None
+        return Identity(access.key_id or "key", access.scopes, access.tenant)
+
+    return DashboardAuth(resolve_key=resolve, keys_required=auth.enabled)
 
 
 def _trace_requests(app: FastAPI, provider: Any) -> None:
@@ -121,15 +162,40 @@ def _trace_requests(app: FastAPI, provider: Any) -> None:
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=UNTRACED_URLS)
 
 
-def _register_problem_schema(app: FastAPI) -> None:
-    """Make sure #/components/schemas/Problem exists even if no route names it as a model."""
+# Endpoints that answer without a key (orchestrators' probes).
+OPEN_PATHS = frozenset({"/health", "/ready"})
+
+
+def _complete_openapi(app: FastAPI) -> None:
+    """Add to the generated spec what no route declares: the Problem schema, the bearer
+    scheme (Swagger's "Authorize"), and on each endpoint needing a key its 401 and 403."""
     build = app.openapi
 
-    def openapi() -> dict[str, object]:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.setdefault("Problem", Problem.model_json_schema())
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).setdefault("Problem", Problem.model_json_schema())
+            components["securitySchemes"] = {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key from `jobq keys create`",
+                }
+            }
+            for path, operations in schema.get("paths", {}).items():
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    for status, entry in problem_responses(429).items():
+                        entry.pop("model")
+                        responses.setdefault(str(status), entry)
+                    if path in OPEN_PATHS:
+                        operation["security"] = []
+                        continue
+                    operation["security"] = [{"bearerAuth": []}]
+                    for status, entry in problem_responses(401, 403).items():
+                        entry.pop("model")
+                        responses.setdefault(str(status), entry)
             app.openapi_schema = schema
         return app.openapi_schema
 

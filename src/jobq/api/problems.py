@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from ..errors import (
     ContentionError,
     DatabaseUnavailableError,
     InvalidJobError,
     JobNotFoundError,
+    TenantMismatchError,
     TenantQuotaExceeded,
     UnsupportedFeatureError,
 )
+
+log = structlog.get_logger("jobq.api")
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_OUTAGE_S = 2
@@ -76,6 +83,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries so every error a route can return is in the spec."""
     titles = {
         400: "Bad request",
+        401: "No valid API key (Authorization: Bearer <key>)",
+        403: "The API key lacks the scope this needs, or acts for another tenant",
         404: "Not found",
         409: "Conflict",
         413: "Payload too large",
@@ -122,6 +131,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _quota(_: Request, exc: TenantQuotaExceeded) -> JSONResponse:
         return problem_response(429, "Tenant quota reached", str(exc), headers={"Retry-After": "1"})
 
+    @app.exception_handler(TenantMismatchError)
+    async def _mismatch(_: Request, exc: TenantMismatchError) -> JSONResponse:
+        return problem_response(403, "Forbidden", str(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        # Nobody is left to answer; a client going away is routine, not a server error.
+        log.info("client disconnected", method=request.method, path=request.url.path)
+        return Response(status_code=499)
+
     @app.exception_handler(JobNotFoundError)
     async def _not_found(_: Request, exc: JobNotFoundError) -> JSONResponse:
         return problem_response(404, "Not found", str(exc))
@@ -136,16 +155,35 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DatabaseUnavailableError)
     async def _outage(_: Request, exc: DatabaseUnavailableError) -> JSONResponse:
+        # The driver's message (host names, file paths, server text) goes to the log only.
+        log.warning("database unavailable", error=str(exc))
         return problem_response(
             503,
             "Database unavailable",
-            f"The queue's database cannot be reached right now; retry shortly. ({exc})",
+            "The queue's database cannot be reached right now; retry shortly.",
             headers={"Retry-After": str(RETRY_AFTER_OUTAGE_S)},
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
-        return problem_response(
-            exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route matching the path only.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem_response(exc.status_code, title, str(exc.detail), headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the spec lists at this request's path (routes are included from
+    several routers, so the spec is the one place that has them all)."""
+    path = request.url.path
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    if path in paths:  # a literal path wins over templates (/jobs/bulk, not /jobs/{job_id})
+        return sorted(method.upper() for method in paths[path])
+    methods: set[str] = set()
+    for template, operations in paths.items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)

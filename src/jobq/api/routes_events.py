@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
+from ..access import Access
 from ..errors import DatabaseUnavailableError
 from ..model import TERMINAL_STATUSES, Job
+from .auth import caller_id
 from .problems import problem_responses
-from .routes_jobs import JobId, State, job_or_404
+from .routes_jobs import JobId, Reader, State, job_or_404
 from .schemas import JobOut
 from .state import ApiState
 
@@ -94,7 +97,22 @@ def change_of(before: Job, after: Job) -> str | None:
 
 
 async def job_event_stream(
-    first: Job, state: ApiState, request: Request, timeout_s: float
+    first: Job,
+    state: ApiState,
+    request: Request,
+    timeout_s: float,
+    access: Access,
+    release: Callable[[], None],
+) -> AsyncIterator[str]:
+    try:
+        async for event in _events(first, state, request, timeout_s, access):
+            yield event
+    finally:
+        release()
+
+
+async def _events(
+    first: Job, state: ApiState, request: Request, timeout_s: float, access: Access
 ) -> AsyncIterator[str]:
     ids = itertools.count(1)
     deadline = time.monotonic() + timeout_s
@@ -112,7 +130,7 @@ async def job_event_stream(
             return
         await asyncio.sleep(min(POLL_INTERVAL_S, deadline - now))
         try:
-            latest = await state.jobq.find(job.id)
+            latest = await state.jobq.find(job.id, access=access)
         except DatabaseUnavailableError:
             latest = job  # an outage: keep the stream, try again next round
         if latest is None:  # purged: nothing more to follow (a reconnect gets 404)
@@ -150,7 +168,7 @@ async def job_event_stream(
                 }
             },
         },
-        **problem_responses(404, 422, 503),
+        **problem_responses(404, 422, 429, 503),
     },
     summary="Follow a job's status and progress (Server-Sent Events)",
     description=EVENTS_DESCRIPTION,
@@ -159,6 +177,7 @@ async def job_events(
     job_id: JobId,
     request: Request,
     state: State,
+    access: Reader,
     timeout_s: Annotated[
         float,
         Query(
@@ -168,9 +187,13 @@ async def job_events(
         ),
     ] = DEFAULT_TIMEOUT_S,
 ) -> StreamingResponse:
-    job = await job_or_404(state, job_id)  # before the stream starts: a plain 404 problem
+    job = await job_or_404(state, job_id, access)  # before the stream: a plain 404 problem
+    release = state.streams.acquire(caller_id(request, access))
+    # Given back when the stream ends, or else once the response is over (a stream that
+    # never started iterating runs no finally of its own).
     return StreamingResponse(
-        job_event_stream(job, state, request, timeout_s),
+        job_event_stream(job, state, request, timeout_s, access, release),
         media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(release),
     )

@@ -1,67 +1,58 @@
-"""Jobs: enqueue (one, many), read, list, cancel, retry."""
+"""Jobs: enqueue one, read, list, cancel, retry (many at once: routes_bulk)."""
 
 from __future__ import annotations
 
 import hashlib
+import math
+import re
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
+import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import StringConstraints, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, StringConstraints, TypeAdapter, ValidationError
 
-from ..errors import InvalidJobError, InvalidTransitionError, TenantQuotaExceeded
+from ..access import MANAGE, READ, WRITE, Access
+from ..errors import InvalidJobError, InvalidTransitionError
 from ..model import Job, JobStatus
 from ..storage.base import CancelOutcome, Enqueued, EnqueueOutcome, ListParams, NewJob
 from ..storage.common import refuse_nul, validate_new_job, within_run_at_range
+from .auth import requires
 from .problems import ProblemError, problem_responses
 from .schemas import (
     CURSOR_PATTERN,
     AttemptError,
-    BulkItemError,
-    BulkResult,
     CancelOut,
     JobIn,
+    JobListItem,
     JobOut,
     JobPage,
     NameFilter,
 )
 from .state import ApiState, api_state, request_id_of, state_of
 
+log = structlog.get_logger("jobq.api")
 router = APIRouter(tags=["jobs"])
 State = Annotated[ApiState, Depends(api_state)]
+Reader = Annotated[Access, Depends(requires(READ))]
+Writer = Annotated[Access, Depends(requires(WRITE))]
+Manager = Annotated[Access, Depends(requires(MANAGE))]
+# Pages of this many rows are read while a listing carries payloads, so that the rows held
+# at once stay few however large each job's payload and result are.
+PAYLOAD_CHUNK = 10
 
 
-async def check_rate(request: Request, response: Response) -> None:
-    """Per-client token bucket (X-Client-Id, else the peer address). A dependency, so that it
-    runs before the body is read and validated: an invalid request counts too."""
-    state = state_of(request)
-    limiter = state.rate_limiter
-    if limiter is None:
-        return
-    client = request.headers.get("x-client-id") or (
-        request.client.host if request.client else "unknown"
-    )
-    decision = limiter.check(client[:128])
-    headers = {
-        "RateLimit-Limit": str(decision.limit),
-        "RateLimit-Remaining": str(decision.remaining),
-        "RateLimit-Reset": str(decision.reset_s),
-    }
-    response.headers.update(headers)
-    if not decision.allowed:
-        state.metrics.rate_limited.labels("client_rate").inc()
-        raise ProblemError(
-            429,
-            "Too many requests",
-            f"Client {client!r} is over its rate of {limiter.rate:g} requests/s; "
-            f"retry after {decision.retry_after_s} s.",
-            headers={**headers, "Retry-After": str(decision.retry_after_s)},
-        )
-
-
-RateLimited = Depends(check_rate)
+def _has_non_finite(value: Any) -> bool:
+    if type(value) is float:
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def fingerprint(body: JobIn) -> str:
@@ -70,7 +61,18 @@ def fingerprint(body: JobIn) -> str:
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str) -> NewJob:
+def to_new_job(
+    body: JobIn, state: ApiState, access: Access, *, key: str | None, request_id: str
+) -> tuple[NewJob, int]:
+    """The job a request asks for, and its payload's size in bytes. A tenant's key enqueues
+    for its own tenant (the body may name it, but no other)."""
+    tenant = body.tenant if access.tenant is None else access.tenant
+    if body.tenant is not None and body.tenant != tenant:
+        raise ProblemError(
+            403,
+            "Forbidden",
+            f"this API key acts for tenant {tenant!r} only; leave out tenant or give that one",
+        )
     try:
         encoded = orjson.dumps(body.payload)
     except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
@@ -79,6 +81,13 @@ def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str
         refuse_nul(encoded, body.payload)
     except InvalidJobError as exc:  # here, so that a bulk request reports it by item
         raise ProblemError(422, "Invalid input", str(exc)) from None
+    # NaN and numbers beyond a double (1e400) parse to floats that orjson writes as null: the
+    # job would be stored with a value other than the one sent. Only a null in the output
+    # can be one, so only then is the payload walked.
+    if b"null" in encoded and _has_non_finite(body.payload):
+        raise ProblemError(
+            422, "Invalid input", "payload: numbers must be finite (no NaN, Infinity, 1e400)"
+        )
     payload_bytes = len(encoded)
     if payload_bytes > state.settings.max_payload_bytes:
         raise ProblemError(
@@ -89,7 +98,7 @@ def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str
         )
     if body.run_at is not None and body.delay_s is not None:
         raise ProblemError(422, "Invalid input", "give either run_at or delay_s, not both")
-    return state.jobq.new_job(
+    new_job = state.jobq.new_job(
         body.kind,
         body.payload,
         queue=body.queue,
@@ -98,13 +107,14 @@ def to_new_job(body: JobIn, state: ApiState, *, key: str | None, request_id: str
         delay=body.delay_s,
         max_attempts=body.max_attempts,
         idempotency_key=key,
-        tenant=body.tenant,
+        tenant=tenant,
         unique_key=body.unique_key,
         unique_states=body.unique_states or (),
         depends_on=body.depends_on or (),
         request_id=request_id,
         request_fingerprint=fingerprint(body) if key else None,
     )
+    return new_job, payload_bytes
 
 
 async def ensure_room(state: ApiState, counts: dict[str, int]) -> None:
@@ -141,7 +151,16 @@ def key_reused(existing: Job) -> str:
     )
 
 
-def replay_or_conflict(existing: Job, body: JobIn, response: Response, state: ApiState) -> Response:
+def not_yours(what: str) -> ProblemError:
+    """A key held by a job the caller may not see: refused without naming that job."""
+    return ProblemError(409, "Conflict", f"{what} is held by a job of another tenant")
+
+
+def replay_or_conflict(
+    existing: Job, body: JobIn, response: Response, state: ApiState, access: Access
+) -> Response:
+    if not access.owns(existing):
+        raise not_yours("this Idempotency-Key")
     if existing.request_fingerprint != fingerprint(body):
         raise ProblemError(422, "Idempotency key reused", key_reused(existing))
     state.metrics.idempotent_replays.inc()
@@ -150,7 +169,7 @@ def replay_or_conflict(existing: Job, body: JobIn, response: Response, state: Ap
 
 # The Idempotency-Key header of POST /jobs, read by the route itself: as a declared FastAPI
 # parameter it cost about 100 function calls a request (cProfile: 741 a request without it,
-# against 847). Checked and documented as a declared parameter would be.
+# against 847). Checked and documented as the declared parameter was.
 _IDEMPOTENCY_KEY = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=255)])
 _IDEMPOTENCY_KEY_PARAMETER = {
     "name": "Idempotency-Key",
@@ -178,14 +197,18 @@ def idempotency_key_of(request: Request) -> str | None:
     "/jobs",
     status_code=201,
     response_model=JobOut,
-    dependencies=[RateLimited],
     responses={
         200: {
             "model": JobOut,
             "description": "Replay of an earlier request with this idempotency key, or the "
             "active job holding this unique_key (header Unique-Key-Held: true)",
         },
-        **problem_responses(413, 422, 429, 503),
+        **problem_responses(400, 409, 413, 422, 429, 503),
+        422: {
+            **problem_responses(422)[422],
+            "description": "Invalid input, an Idempotency-Key already used for a "
+            "different request, or depends_on naming a job that does not exist",
+        },
     },
     summary="Enqueue a job",
     openapi_extra={"parameters": [_IDEMPOTENCY_KEY_PARAMETER]},
@@ -194,233 +217,69 @@ async def create_job(
     body: JobIn,
     request: Request,
     response: Response,
+    access: Writer,
 ) -> Response:
     state = state_of(request)  # not a dependency: see api_state
     key = idempotency_key_of(request) or body.idempotency_key
-    new_job = to_new_job(body, state, key=key, request_id=request_id_of(request))
+    new_job, payload_bytes = to_new_job(
+        body, state, access, key=key, request_id=request_id_of(request)
+    )
     if key is not None:
         existing = await state.jobq.find_by_idempotency_key(key)
         if existing is not None:
-            return replay_or_conflict(existing, body, response, state)
+            return replay_or_conflict(existing, body, response, state, access)
     await ensure_room(state, {new_job.queue: 1})
     validate_new_job(new_job)  # before batching: one bad job must not fail its neighbours
+    state.jobq.refuse_foreign([new_job], access)
+    state.quotas.charge(new_job.tenant, 1, payload_bytes)
     tracer = state.jobq.tracer
     if tracer is None:
-        answer = await insert_one(state, new_job)
+        answer = await insert_one(state, new_job, access)
     else:
         with tracer.enqueuing([new_job]) as sending:
             (new_job,) = sending.jobs
-            answer = await insert_one(state, new_job)
+            answer = await insert_one(state, new_job, access)
             sending.record([answer.job.id])
     job = answer.job
     if answer.outcome in (EnqueueOutcome.REPLAYED, EnqueueOutcome.KEY_REUSED):
         # Another request with this key won the race between our check and our insert.
-        return replay_or_conflict(job, body, response, state)
+        return replay_or_conflict(job, body, response, state, access)
     if answer.outcome is EnqueueOutcome.UNIQUE_KEY_HELD:
         # An active job holds the unique key: that job is the answer, nothing was created.
+        if not access.owns(job):
+            raise not_yours("this unique_key")
         return job_response(job, 200, {**response.headers, "Unique-Key-Held": "true"})
     if state.depth_gate is not None:
         state.depth_gate.accepted(job.queue, 1)
-    state.metrics.jobs_enqueued.labels(job.queue).inc()
+    state.metrics.jobs_enqueued.labels(state.metrics.queue_label(job.queue)).inc()
     return job_response(job, 201, dict(response.headers))
 
 
-async def insert_one(state: ApiState, new_job: NewJob) -> Enqueued:
+async def insert_one(state: ApiState, new_job: NewJob, access: Access) -> Enqueued:
     if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
         # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
         # not share a batch with other requests' jobs.
-        (answer,) = await state.jobq.submit([new_job])
+        (answer,) = await state.jobq.submit_for([new_job], access)
         return answer
     return await state.batcher.enqueue(new_job)
 
 
-@router.post(
-    "/jobs/bulk",
-    response_model=BulkResult,
-    dependencies=[RateLimited],
-    responses=problem_responses(400, 413, 415, 422, 429, 503),
-    summary="Enqueue many jobs in one round trip",
-    description=(
-        "Body: a JSON array of jobs (`application/json`), or a multipart form with a JSON "
-        "file in the field `file`. Valid items are created together; invalid "
-        "ones are reported by index and change nothing. An item's `idempotency_key` works as "
-        "on POST /jobs: the same job again is answered with the first one's id, another job "
-        "under a key already used is that item's error."
-    ),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/JobIn"}}
-                },
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "file": {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/JobIn"},
-                                "minItems": 1,
-                                "description": "A JSON file: an array of jobs",
-                            }
-                        },
-                        "required": ["file"],
-                        # Only the file: other fields are refused (and a form of many
-                        # fields is refused before it is read whole).
-                        "additionalProperties": False,
-                    },
-                    "encoding": {"file": {"contentType": "application/json"}},
-                },
-            },
-        }
-    },
-)
-async def create_jobs_bulk(request: Request) -> BulkResult:
-    state = state_of(request)  # not a dependency: see api_state
-    items = await read_bulk_items(request, state)
-    request_id = request_id_of(request)
-    valid: list[tuple[int, NewJob]] = []
-    dependent: list[tuple[int, NewJob]] = []
-    errors: list[BulkItemError] = []
-    for index, item in enumerate(items):
-        try:
-            body = JobIn.model_validate(item)
-            key = body.idempotency_key
-            new_job = to_new_job(body, state, key=key, request_id=request_id)
-            if new_job.depends_on:
-                dependent.append((index, new_job))
-            else:
-                valid.append((index, new_job))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "item"
-            errors.append(BulkItemError(index=index, error=f"{where}: {first['msg']}"))
-        except ProblemError as exc:
-            errors.append(BulkItemError(index=index, error=exc.detail))
-    counts: dict[str, int] = {}
-    for _, job in [*valid, *dependent]:
-        counts[job.queue] = counts.get(job.queue, 0) + 1
-    await ensure_room(state, counts)
-    ids, created = await insert_items(state, valid, errors, counts) if valid else ([], 0)
-    # Items with dependencies go one by one after the rest, so that an unknown parent is
-    # reported for its item alone instead of refusing the whole request.
-    for index, new_job in dependent:
-        try:
-            more, made = await insert_items(state, [(index, new_job)], errors, counts)
-            ids += more
-            created += made
-        except (InvalidJobError, TenantQuotaExceeded) as exc:
-            # The items before are in already: this one is refused alone, never the request.
-            errors.append(BulkItemError(index=index, error=str(exc)))
-            counts[new_job.queue] -= 1
-    errors.sort(key=lambda e: e.index)
-    for queue, added in counts.items():
-        state.metrics.jobs_enqueued.labels(queue).inc(added)
-        if state.depth_gate is not None:
-            state.depth_gate.accepted(queue, added)
-    return BulkResult(created=created, ids=ids, errors=errors)
-
-
-async def insert_items(
-    state: ApiState,
-    items: list[tuple[int, NewJob]],
-    errors: list[BulkItemError],
-    counts: dict[str, int],
-) -> tuple[list[int], int]:
-    """insert_bulk_items, in an enqueue span when tracing."""
-    tracer = state.jobq.tracer
-    if tracer is None:
-        return await insert_bulk_items(state, items, errors, counts)
-    with tracer.enqueuing([job for _, job in items]) as sending:
-        stamped = [(index, job) for (index, _), job in zip(items, sending.jobs, strict=True)]
-        ids, created = await insert_bulk_items(state, stamped, errors, counts)
-        sending.record(ids)
-    return ids, created
-
-
-async def insert_bulk_items(
-    state: ApiState,
-    items: list[tuple[int, NewJob]],
-    errors: list[BulkItemError],
-    counts: dict[str, int],
-) -> tuple[list[int], int]:
-    """Bulk items (index, job) inserted: the id answering each, and how many were created.
-    As on POST /jobs, an item whose idempotency key names a job already is a replay
-    (answered with that job's id) if it asks for the same job, else an error of its own;
-    an item whose unique key an active job holds is answered with that job. Neither creates
-    a job, so neither counts as one."""
-    jobs = [job for _, job in items]
-    if not any(job.idempotency_key or job.unique_key for job in jobs):
-        made = await state.jobq.enqueue_many_ids(jobs)
-        return made, len(made)
-    ids: list[int] = []
-    created = 0
-    for (index, asked), answer in zip(items, await state.jobq.submit(jobs), strict=True):
-        job = answer.job
-        if answer.created:
-            created += 1
-            ids.append(job.id)
-            continue
-        counts[asked.queue] -= 1
-        if answer.outcome is EnqueueOutcome.KEY_REUSED:
-            errors.append(BulkItemError(index=index, error=key_reused(job)))
-            continue
-        if answer.outcome is EnqueueOutcome.REPLAYED:
-            state.metrics.idempotent_replays.inc()
-        ids.append(job.id)
-    return ids, created
-
-
-async def read_bulk_items(request: Request, state: ApiState) -> list[Any]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=10)
-        upload = form.get("file")
-        if upload is None:
-            raise ProblemError(400, "Bad request", "the multipart form needs a 'file' field")
-        others = sorted({name for name in form if name != "file"})
-        if others or len(form.getlist("file")) > 1:
-            raise ProblemError(
-                400,
-                "Bad request",
-                "the multipart form takes one field, 'file'"
-                + (f"; not {', '.join(map(repr, others))}" if others else ""),
-            )
-        # A part sent with a filename arrives as a file, one without as a plain field.
-        raw = upload.encode() if isinstance(upload, str) else await upload.read()
-    elif content_type in ("application/json", ""):
-        raw = await request.body()
-    else:
-        raise ProblemError(
-            415,
-            "Unsupported media type",
-            "send a JSON array (application/json) or a multipart form with a 'file' field",
-        )
-    try:
-        items = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ProblemError(400, "Bad request", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(items, list):
-        raise ProblemError(422, "Invalid input", "the body must be a JSON array of jobs")
-    if len(items) > state.settings.max_bulk_jobs:
-        raise ProblemError(
-            413,
-            "Too many jobs",
-            f"{len(items)} jobs in one request; the limit is {state.settings.max_bulk_jobs} "
-            "(JOBQ_MAX_BULK_JOBS)",
-        )
-    return items
-
-
-async def job_or_404(state: ApiState, job_id: int) -> Job:
-    job = await state.jobq.find(job_id)
-    if job is None:
-        raise ProblemError(404, "Not found", f"no job with id {job_id}")
-    return job
+async def job_or_404(state: ApiState, job_id: int, access: Access) -> Job:
+    return await state.jobq.get(job_id, access=access)  # JobNotFoundError: 404
 
 
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The job's id")]
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+def _date_time_only(value: object) -> object:
+    """Pydantic would read a number as Unix seconds; the spec promises an RFC 3339 time."""
+    if isinstance(value, str) and _NUMBER.match(value):
+        raise ValueError("expected a date-time like 2024-05-01T12:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime | None, BeforeValidator(_date_time_only), Query()]
 
 
 @router.get(
@@ -429,8 +288,8 @@ JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The job's id")]
     responses=problem_responses(404, 422, 503),
     summary="One job",
 )
-async def get_job(job_id: JobId, state: State) -> JobOut:
-    return JobOut.of(await job_or_404(state, job_id))
+async def get_job(job_id: JobId, state: State, access: Reader) -> JobOut:
+    return JobOut.of(await job_or_404(state, job_id, access))
 
 
 @router.get(
@@ -439,9 +298,8 @@ async def get_job(job_id: JobId, state: State) -> JobOut:
     responses=problem_responses(404, 422, 503),
     summary="Every failed attempt of a job, oldest first",
 )
-async def get_job_errors(job_id: JobId, state: State) -> list[AttemptError]:
-    await job_or_404(state, job_id)
-    return [AttemptError.of(e) for e in await state.jobq.errors(job_id)]
+async def get_job_errors(job_id: JobId, state: State, access: Reader) -> list[AttemptError]:
+    return [AttemptError.of(e) for e in await state.jobq.errors(job_id, access=access)]
 
 
 def parse_cursor(cursor: str | None) -> int | None:
@@ -451,24 +309,56 @@ def parse_cursor(cursor: str | None) -> int | None:
     return min(int(cursor), 2**63 - 1)
 
 
-async def page_of(state: ApiState, params: ListParams) -> JobPage:
+Include = Annotated[
+    list[Literal["payload"]] | None,
+    Query(description="`payload`: list each job's payload and result too"),
+]
+
+
+async def page_of(
+    state: ApiState, params: ListParams, access: Access, include: Sequence[str] | None
+) -> JobPage:
+    if include and "payload" in include:
+        return await _page_with_payloads(state, params, access)
     # One extra row tells whether another page follows.
-    rows = await state.jobq.list(
-        status=params.statuses,
-        kind=params.kind,
-        queue=params.queue,
-        tenant=params.tenant,
-        created_after=params.created_after,
-        created_before=params.created_before,
-        before_id=params.before_id,
-        limit=params.limit + 1,
+    rows = await state.jobq.list_jobs(
+        ListParams(**{**_as_dict(params), "limit": params.limit + 1}), access=access, lean=True
     )
     more = len(rows) > params.limit
     rows = rows[: params.limit]
     return JobPage(
-        items=[JobOut.of(j) for j in rows],
+        items=[JobListItem.lean(j) for j in rows],
         next_cursor=str(rows[-1].id) if more and rows else None,
     )
+
+
+async def _page_with_payloads(state: ApiState, params: ListParams, access: Access) -> JobPage:
+    """Read a few rows at a time, and end the page early (with a cursor) once its payloads
+    and results pass JOBQ_MAX_LIST_BYTES: the memory a page takes stays bounded."""
+    budget = state.settings.max_list_bytes
+    items: list[JobListItem] = []
+    carried = 0
+    before_id = params.before_id
+    more = False
+    while len(items) < params.limit:
+        want = min(PAYLOAD_CHUNK, params.limit - len(items))
+        chunk = ListParams(**{**_as_dict(params), "before_id": before_id, "limit": want + 1})
+        rows = await state.jobq.list_jobs(chunk, access=access)
+        more = len(rows) > want
+        for job in rows[:want]:
+            size = len(orjson.dumps(job.payload)) + len(orjson.dumps(job.result))
+            if items and carried + size > budget:
+                return JobPage(items=items, next_cursor=str(items[-1].id))
+            carried += size
+            items.append(JobListItem.of(job))
+        if not more:
+            break
+        before_id = items[-1].id
+    return JobPage(items=items, next_cursor=str(items[-1].id) if more and items else None)
+
+
+def _as_dict(params: ListParams) -> dict[str, Any]:
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}
 
 
 @router.get(
@@ -479,13 +369,15 @@ async def page_of(state: ApiState, params: ListParams) -> JobPage:
 )
 async def list_jobs(
     state: State,
+    access: Reader,
     status: Annotated[list[JobStatus] | None, Query(description="Repeat to match several")] = None,
     kind: NameFilter = None,
     queue: NameFilter = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: DateTime = None,
+    created_before: DateTime = None,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    include: Include = None,
 ) -> JobPage:
     for bound in (created_after, created_before):
         if bound is not None and bound.tzinfo is None:
@@ -501,6 +393,8 @@ async def list_jobs(
             before_id=parse_cursor(cursor),
             limit=limit,
         ),
+        access,
+        include,
     )
 
 
@@ -515,8 +409,9 @@ async def list_jobs(
     description="200: cancelled. 202: running, its task is asked to stop. 409: already "
     "finished. 404: no such job.",
 )
-async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelOut:
-    result = await state.jobq.cancel(job_id)
+async def cancel_job(job_id: JobId, response: Response, state: State, access: Manager) -> CancelOut:
+    result = await state.jobq.cancel(job_id, access=access)
+    log.info("admin action", action="cancel", job_id=job_id, key_id=access.key_id)
     if result.outcome is CancelOutcome.NOT_FOUND or result.job is None:
         raise ProblemError(404, "Not found", f"no job with id {job_id}")
     if result.outcome is CancelOutcome.TERMINAL:
@@ -535,8 +430,9 @@ async def cancel_job(job_id: JobId, response: Response, state: State) -> CancelO
     responses=problem_responses(404, 409, 422, 503),
     summary="Run a failed or cancelled job again (attempts reset, history kept)",
 )
-async def retry_job(job_id: JobId, state: State) -> JobOut:
+async def retry_job(job_id: JobId, state: State, access: Manager) -> JobOut:
+    log.info("admin action", action="retry", job_id=job_id, key_id=access.key_id)
     try:
-        return JobOut.of(await state.jobq.retry(job_id))
+        return JobOut.of(await state.jobq.retry(job_id, access=access))
     except InvalidTransitionError as exc:
         raise ProblemError(409, "Not retryable", str(exc)) from None

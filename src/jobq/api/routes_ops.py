@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from ..access import ADMIN, MANAGE, READ, Access
 from ..errors import DatabaseUnavailableError
 from ..model import JobStatus
 from ..storage.base import ListParams
-from .problems import problem_responses
-from .routes_jobs import page_of, parse_cursor
+from .auth import requires
+from .problems import RETRY_AFTER_OUTAGE_S, ProblemError, problem_responses
+from .routes_jobs import Include, page_of, parse_cursor
 from .schemas import (
     CURSOR_PATTERN,
     HealthOut,
@@ -25,8 +28,14 @@ from .schemas import (
 )
 from .state import ApiState, api_state
 
+log = structlog.get_logger("jobq.api")
 router = APIRouter()
 State = Annotated[ApiState, Depends(api_state)]
+Reader = Annotated[Access, Depends(requires(READ))]
+Manager = Annotated[Access, Depends(requires(MANAGE))]
+Admin = Annotated[Access, Depends(requires(ADMIN))]
+# /health and /ready answer without a key (load balancers, orchestrators): rate only.
+Unauthenticated = Depends(requires(None))
 
 
 @router.get(
@@ -38,10 +47,12 @@ State = Annotated[ApiState, Depends(api_state)]
 )
 async def list_dead_letters(
     state: State,
+    access: Reader,
     kind: NameFilter = None,
     queue: NameFilter = None,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    include: Include = None,
 ) -> JobPage:
     return await page_of(
         state,
@@ -52,6 +63,8 @@ async def list_dead_letters(
             before_id=parse_cursor(cursor),
             limit=limit,
         ),
+        access,
+        include,
     )
 
 
@@ -59,18 +72,23 @@ async def list_dead_letters(
     "/dlq/requeue",
     response_model=RequeueOut,
     tags=["dead letters"],
-    responses=problem_responses(422, 503),
+    responses=problem_responses(400, 422, 503),
     summary="Requeue failed jobs by ids or by filter (attempts reset, history kept)",
 )
-async def requeue_dead_letters(body: RequeueIn, state: State) -> RequeueOut:
+async def requeue_dead_letters(body: RequeueIn, state: State, access: Manager) -> RequeueOut:
     if isinstance(body, RequeueByIds):
         ids = body.ids
     else:
-        failed = await state.jobq.list(
-            status=JobStatus.FAILED, kind=body.kind, queue=body.queue, limit=body.limit
+        failed = await state.jobq.list_jobs(
+            ListParams(
+                statuses=[JobStatus.FAILED], kind=body.kind, queue=body.queue, limit=body.limit
+            ),
+            access=access,
+            lean=True,
         )
         ids = [j.id for j in failed]
-    requeued = await state.jobq.requeue(ids) if ids else []
+    requeued = await state.jobq.requeue(ids, access=access) if ids else []
+    log.info("admin action", action="requeue", job_ids=requeued, key_id=access.key_id)
     return RequeueOut(requeued=requeued)
 
 
@@ -81,8 +99,8 @@ async def requeue_dead_letters(body: RequeueIn, state: State) -> RequeueOut:
     responses=problem_responses(503),
     summary="Jobs by queue and status, and how long the oldest due job has waited",
 )
-async def list_queues(state: State) -> list[QueueOut]:
-    return QueueOut.group(await state.jobq.stats(), datetime.now(UTC))
+async def list_queues(state: State, access: Reader) -> list[QueueOut]:
+    return QueueOut.group(await state.jobq.stats(access=access), datetime.now(UTC))
 
 
 @router.get(
@@ -92,7 +110,7 @@ async def list_queues(state: State) -> list[QueueOut]:
     responses=problem_responses(503),
     summary="Registered workers and their last heartbeat",
 )
-async def list_workers(state: State) -> list[WorkerOut]:
+async def list_workers(state: State, _: Admin) -> list[WorkerOut]:
     return [WorkerOut.of(w) for w in await state.jobq.worker_states()]
 
 
@@ -102,6 +120,7 @@ async def list_workers(state: State) -> list[WorkerOut]:
     tags=["operations"],
     responses=problem_responses(503),
     summary="Liveness, with a database ping",
+    dependencies=[Unauthenticated],
 )
 async def health(state: State) -> HealthOut:
     await state.jobq.ping()
@@ -114,12 +133,16 @@ async def health(state: State) -> HealthOut:
     tags=["operations"],
     responses=problem_responses(503),
     summary="Ready to serve: the database answers and its schema is up to date",
+    dependencies=[Unauthenticated],
 )
 async def ready(state: State) -> HealthOut:
-    applied, newest = await state.jobq.schema_versions()
-    if applied < newest:
-        raise DatabaseUnavailableError(
-            f"schema at version {applied}, expected {newest}: run jobq migrate"
+    current, newest = await state.jobq.schema_versions()
+    if current < newest:
+        raise ProblemError(
+            503,
+            "Not ready",
+            f"schema at version {current}, expected {newest}: run jobq migrate",
+            headers={"Retry-After": str(RETRY_AFTER_OUTAGE_S)},
         )
     return HealthOut(status="ready", database="ok")
 
@@ -136,12 +159,14 @@ async def ready(state: State) -> HealthOut:
     },
     summary="Prometheus metrics",
 )
-async def metrics(state: State, request: Request) -> Response:
+async def metrics(state: State, request: Request, _: Admin) -> Response:
     try:
         stats = await state.jobq.stats()
         state.metrics.set_backlog(await state.jobq.backlog())
     except DatabaseUnavailableError:
         stats = []  # still expose the process's own metrics during an outage
+    # Read afresh from the database at each scrape, and cleared first: these series go
+    # when their queue empties (unlike counters, which the "other" label bounds).
     state.metrics.queue_jobs.clear()
     for stat in stats:
         state.metrics.queue_jobs.labels(stat.queue, str(stat.status)).set(stat.count)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from ..model import Job, JobError, JobStatus, WorkerInfo
 from ..observability.tracing import trace_id_of
@@ -25,6 +25,17 @@ NameFilter = Annotated[str | None, Query(max_length=128, pattern=NO_NUL_PATTERN)
 # FastAPI's OpenAPI model stores body bounds as floats, so 2**63 - 1 would be published as
 # 9.223372036854776e18, which promises ids the server refuses.
 JobIdValue = Annotated[int, Field(ge=1, le=2**53 - 1)]
+
+
+def refuse_bools(value: object) -> object:
+    """JSON's true and false are not the numbers 1 and 0, though pydantic would read them
+    so (2.0 still is the integer 2, as JSON Schema has it). A before-validator of the
+    numeric fields: in the field's type it would hide its bounds from the spec."""
+    if isinstance(value, bool) or (
+        isinstance(value, list) and any(isinstance(v, bool) for v in value)
+    ):
+        raise ValueError("a number, not true or false")
+    return value
 
 
 class JobIn(BaseModel):
@@ -95,6 +106,10 @@ class JobIn(BaseModel):
         "is cancelled if one of them fails or is cancelled",
     )
 
+    _numbers = field_validator("priority", "delay_s", "max_attempts", "depends_on", mode="before")(
+        refuse_bools
+    )
+
 
 class JobOut(BaseModel):
     id: int
@@ -127,7 +142,7 @@ class JobOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job) -> Self:
         return cls(
             id=job.id,
             kind=job.kind,
@@ -156,8 +171,23 @@ class JobOut(BaseModel):
         )
 
 
+class JobListItem(JobOut):
+    """A job in a listing: its payload and result only when asked (``?include=payload``),
+    so that a page's size does not depend on what the jobs carry."""
+
+    payload: dict[str, Any] | None = Field(None, description="Only with ?include=payload")  # type: ignore[assignment]
+    result: Any = Field(None, description="Only with ?include=payload")
+
+    @classmethod
+    def lean(cls, job: Job) -> JobListItem:
+        item = cls.of(job)
+        item.payload = None
+        item.result = None
+        return item
+
+
 class JobPage(BaseModel):
-    items: list[JobOut]
+    items: list[JobListItem]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end")
 
 
@@ -203,6 +233,8 @@ class RequeueByIds(BaseModel):
 
     ids: list[JobIdValue] = Field(max_length=10_000)
 
+    _numbers = field_validator("ids", mode="before")(refuse_bools)
+
 
 class RequeueByFilter(BaseModel):
     """Requeue every failed job matching the filters (up to ``limit``)."""
@@ -212,6 +244,8 @@ class RequeueByFilter(BaseModel):
     kind: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
     queue: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
     limit: int = Field(1000, ge=1, le=10_000, description="Most jobs requeued by a filter")
+
+    _numbers = field_validator("limit", mode="before")(refuse_bools)
 
 
 RequeueIn = RequeueByIds | RequeueByFilter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -10,7 +11,11 @@ from ..app import JobQueue
 from ..config import Settings
 from ..observability.metrics import Metrics
 from .batching import EnqueueBatcher
-from .limits import DepthGate, RateLimiter
+from .limits import DepthGate, RateLimiter, StreamSlots
+from .quotas import TenantQuotas
+
+if TYPE_CHECKING:
+    from .auth import Authenticator
 
 
 @dataclass(slots=True)
@@ -21,6 +26,9 @@ class ApiState:
     rate_limiter: RateLimiter | None
     depth_gate: DepthGate | None
     batcher: EnqueueBatcher
+    auth: Authenticator
+    quotas: TenantQuotas
+    streams: StreamSlots
 
 
 def state_of(request: Request) -> ApiState:

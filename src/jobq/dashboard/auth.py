@@ -68,6 +68,8 @@ class DashboardAuth:
     default: sessions then end when the process does)."""
 
     resolve_key: KeyResolver | None = None
+    # Whether signing in is needed now (API keys exist); None: whenever there is a resolver.
+    keys_required: Callable[[], Awaitable[bool]] | None = None
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     max_age_s: int = 8 * 3600
     secure_cookie: bool = False  # set behind HTTPS
@@ -111,9 +113,13 @@ class DashboardAuth:
     def csrf_ok(self, session: Session, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(self.csrf_token(session), token)
 
-    def identity_of(self, session: Session) -> Identity | None:
+    async def identity_of(self, session: Session) -> Identity | None:
         """Who the session is: everyone is an administrator when there are no keys."""
-        return LOOPBACK if self.resolve_key is None else session.identity
+        if self.resolve_key is None:
+            return LOOPBACK
+        if self.keys_required is not None and not await self.keys_required():
+            return LOOPBACK
+        return session.identity
 
 
 @dataclass(slots=True)

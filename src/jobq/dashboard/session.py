@@ -119,7 +119,7 @@ def session_of(request: Request) -> tuple[DashboardState, Session]:
 
 async def current_view(request: Request) -> View:
     state, session = session_of(request)
-    identity = state.auth.identity_of(session)
+    identity = await state.auth.identity_of(session)
     if identity is None:
         raise SignInRequired()
     if not can_view(identity):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import choose_encoder
@@ -147,6 +147,16 @@ class Metrics:
             registry=r,
         )
 
+        # Label values allowed for kinds and queues (None: any); see bound_labels.
+        self.kinds: frozenset[str] | None = None
+        self.queues: frozenset[str] | None = None
+
+    def kind_label(self, kind: str) -> str:
+        return kind if self.kinds is None or kind in self.kinds else OTHER
+
+    def queue_label(self, queue: str) -> str:
+        return queue if self.queues is None or queue in self.queues else OTHER
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -167,6 +177,27 @@ class Metrics:
         self.workers_registered.set(backlog.workers)
         age = backlog.newest_heartbeat_age_s
         self.worker_heartbeat_age.set(float("inf") if age is None else age)
+
+
+# The label of every kind and queue this program does not know: each label value is a
+# series kept for the life of the process, and names come from clients.
+OTHER = "other"
+
+
+class _Registry(Protocol):
+    @property
+    def tasks(self) -> Mapping[str, Any]: ...
+    @property
+    def queue_limits(self) -> Mapping[str, int]: ...
+
+
+def bound_labels(metrics: Metrics, jobq: _Registry, queues: Iterable[str] = ()) -> None:
+    """Label series only for the kinds registered with ``jobq`` and the queues it names
+    (its tasks', its limits', ``queues`` and the default one); others count as "other"."""
+    known_queues = {"default", *queues, *jobq.queue_limits}
+    known_queues.update(getattr(task.defaults, "queue", "default") for task in jobq.tasks.values())
+    metrics.kinds = frozenset(jobq.tasks) | (metrics.kinds or frozenset())
+    metrics.queues = frozenset(known_queues) | (metrics.queues or frozenset())
 
 
 class LoopHistogram(Collector):

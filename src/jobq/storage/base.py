@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..model import Job, JobError, JobStatus, WorkerInfo
+from ..model import ApiKey, Job, JobError, JobStatus, WorkerInfo
 
 DEFAULT_QUEUE = "default"
 MAX_PRIORITY = 1000
@@ -469,6 +469,38 @@ class Driver(Protocol):
     async def discard_failed(self, job_ids: Sequence[int]) -> list[int]:
         """Delete these jobs if they are failed (dead letters), with their history; returns
         the ids deleted."""
+        ...
+
+    # --- API keys and tenant-scoped reads ---
+    async def insert_api_key(self, key: ApiKey) -> ApiKey:
+        """Store a new key (its id, name, tenant, scopes, secret hash and expiry); the
+        stored row, with the database's creation time."""
+        ...
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None: ...
+    async def list_api_keys(self) -> list[ApiKey]: ...
+    async def revoke_api_key(self, key_id: str) -> bool:
+        """Mark the key revoked; False when no such key, or it was revoked already."""
+        ...
+
+    async def touch_api_keys(self, key_ids: Sequence[str]) -> None:
+        """Set these keys' last use to now."""
+        ...
+
+    async def any_api_key(self) -> bool:
+        """Whether any key was ever created (revoked and expired ones count)."""
+        ...
+
+    async def tenant_stats(self, tenant: str) -> list[QueueStat]:
+        """``stats`` over one tenant's jobs."""
+        ...
+
+    async def tenant_job_ids(self, job_ids: Sequence[int], tenant: str) -> list[int]:
+        """The ids among ``job_ids`` of jobs that belong to ``tenant``, ascending."""
+        ...
+
+    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
+        """``list_jobs`` with every job's payload read as ``{}`` and result as None."""
         ...
 
 

@@ -42,7 +42,7 @@ from ..errors import (
 )
 from ..maintenance import Maintenance, holder_id
 from ..model import Job
-from ..observability.metrics import Metrics
+from ..observability.metrics import Metrics, bound_labels
 from ..periodic import start_scheduler
 from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerRegistration
 from ..storage.common import storable_json
@@ -94,6 +94,7 @@ class Worker:
         self.rng = rng or random.Random()
         self.log = log.bind(worker_id=self.id)
         self.metrics = metrics or Metrics()
+        bound_labels(self.metrics, jobq, queues or ())
         self._meters = WorkerMeters(self.metrics, lambda: len(self._running))
         # Per-job lines (request id -> job) only when asked for: decided once, since even a
         # filtered log call per job costs measurable throughput.
@@ -441,7 +442,7 @@ class Worker:
             else:
                 result = await self._process_pool().run(ctx, task, timeout or None)
             if result is not None and not ctx.completed_in_transaction:
-                _check_storable(result)
+                _check_storable(result, self.settings.max_result_bytes)
         except asyncio.CancelledError:
             # Forced shutdown: _finish_in_flight hands the job back; nothing to record.
             self._running.pop(job.id, None)
@@ -526,6 +527,11 @@ class Worker:
         return Failure(job.id, job.attempt, message, trace, retry_in)
 
     async def _store_result(self, job: Job, result: Any) -> None:
+        try:
+            _check_storable(result, self.settings.max_result_bytes)
+        except DoNotRetry as exc:  # the job did succeed, in its transaction: only noted
+            self.log.warning("result not stored", job_id=job.id, error=str(exc))
+            return
         try:
             await self.driver.store_result(job.id, job.attempt, result)
         except Exception as exc:  # the job did succeed; only its return value is missing
@@ -647,7 +653,8 @@ class WorkerMeters:
         by_kind: dict[str, int] = {}
         per_kind = self.per_kind_queue_time
         for job in jobs:
-            queue, kind = job.queue, job.kind
+            queue = self._metrics.queue_label(job.queue)
+            kind = self._metrics.kind_label(job.kind)
             by_queue[queue] = by_queue.get(queue, 0) + 1
             by_kind[kind] = by_kind.get(kind, 0) + 1
             wait = self._wait.get(queue)
@@ -678,39 +685,48 @@ class WorkerMeters:
     def queued_traced(self, job: Job, trace_id: str) -> None:
         if job.started_at is not None:
             waited = max(0.0, (job.started_at - job.run_at).total_seconds())
-            self._queue_time_of(job.kind).observe_traced(waited, trace_id)
+            self._queue_time_of(self._metrics.kind_label(job.kind)).observe_traced(waited, trace_id)
 
     def finished(self, job: Job, outcome: str, seconds: float, trace_id: str | None = None) -> None:
-        key = (job.kind, outcome)
+        kind = self._metrics.kind_label(job.kind)
+        key = (kind, outcome)
         counter = self._finished.get(key)
         if counter is None:
             counter = self._finished[key] = self._metrics.jobs_finished.labels(*key)
         counter.inc()
-        duration = self._duration.get(job.kind)
+        duration = self._duration.get(kind)
         if duration is None:
-            duration = self._duration[job.kind] = self._metrics.job_duration.labels(job.kind)
+            duration = self._duration[kind] = self._metrics.job_duration.labels(kind)
         if trace_id is None:
             duration.observe(seconds)
         else:
             duration.observe_traced(seconds, trace_id)
         if outcome == "retried":
-            self._metrics.job_retries.labels(job.kind).inc()
+            self._metrics.job_retries.labels(kind).inc()
         elif outcome == "failed":
-            self._metrics.job_dead_letters.labels(job.kind).inc()
+            self._metrics.job_dead_letters.labels(kind).inc()
 
 
 def task_or_none(jobq: JobQueue, kind: str) -> Task[Any, Any] | None:
     return jobq.tasks.get(kind)
 
 
-def _check_storable(result: Any) -> None:
+def _check_storable(result: Any, limit: int) -> None:
     """Refuse, as this job's own failure (not retried: it would fail again), a return value
-    the database cannot hold. Found in the completer instead, it failed the write of the
-    whole batch of outcomes, and every retry of it, so the worker never got past it."""
+    the database cannot hold, or larger than JOBQ_MAX_RESULT_BYTES. Found in the completer
+    instead, it failed the write of the whole batch of outcomes, and every retry of it, so
+    the worker never got past it; and writing a huge one held the worker's event loop for
+    seconds (its heartbeat too, until its lease expired and the job ran again)."""
     try:
-        storable_json(result, "a result")
+        encoded = storable_json(result, "a result")
     except InvalidJobError as exc:
         raise DoNotRetry(f"the task's return value cannot be stored: {exc}") from None
+    size = len(encoded) if encoded.isascii() else len(encoded.encode())
+    if size > limit:
+        raise DoNotRetry(
+            f"the task's return value is {size} bytes as JSON; the limit is {limit} "
+            "(JOBQ_MAX_RESULT_BYTES)"
+        )
 
 
 def _describe(exc: BaseException, job: Job) -> str:
@@ -718,5 +734,12 @@ def _describe(exc: BaseException, job: Job) -> str:
         return str(exc)
     if isinstance(exc, TimeoutError) and job.timeout_s:
         return f"timed out after {job.timeout_s:g}s"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:  # the exception's own __str__ failed: tell what can be told
+        try:
+            text = f"(str() failed) {object.__repr__(exc)}"
+        except Exception:
+            text = "(str() failed)"
+    return f"{name}: {text}" if text else name

@@ -28,7 +28,7 @@ from ...errors import (
     LeaseLostError,
     SchemaMissingError,
 )
-from ...model import Job, JobError, JobStatus, WorkerInfo
+from ...model import ApiKey, Job, JobError, JobStatus, WorkerInfo
 from ...rules.enqueue import (
     Inserted,
     check_tenant_quota,
@@ -1194,6 +1194,88 @@ class PostgresDriver(RuleOperations):
             cur = await conn.execute(self._q["wal_position"])
             row = await cur.fetchone()
             return int(row[0]) if row and row[0] is not None else 0
+
+    # ------------------------------------------------------------------ API keys, tenants
+    async def insert_api_key(self, key: ApiKey) -> ApiKey:
+        args = {
+            "id": key.id,
+            "name": key.name,
+            "tenant": key.tenant,
+            "scopes": list(key.scopes),
+            "secret_hash": key.secret_hash,
+            "expires_at": key.expires_at,
+        }
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["insert_api_key"], args)
+            row = await cur.fetchone()
+        assert row is not None  # INSERT ... RETURNING gives its row
+        return _api_key(row)
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["get_api_key"], {"id": key_id})
+            row = await cur.fetchone()
+        return _api_key(row) if row else None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["list_api_keys"])
+            return [_api_key(r) for r in await cur.fetchall()]
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        return bool(await self._fetch_ids("revoke_api_key", {"id": key_id}))
+
+    async def touch_api_keys(self, key_ids: Sequence[str]) -> None:
+        if key_ids:
+            async with self._connection() as conn:
+                await conn.execute(self._q["touch_api_keys"], {"ids": list(key_ids)})
+
+    async def any_api_key(self) -> bool:
+        return bool((await self._fetch_ids("any_api_key", {}))[0])
+
+    async def tenant_stats(self, tenant: str) -> list[QueueStat]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["tenant_stats"], {"tenant": tenant})
+            return [
+                QueueStat(queue=r[0], status=JobStatus(r[1]), count=r[2], oldest_run_at=r[3])
+                for r in await cur.fetchall()
+            ]
+
+    async def tenant_job_ids(self, job_ids: Sequence[int], tenant: str) -> list[int]:
+        if not job_ids:
+            return []
+        args = {"ids": list(job_ids), "tenant": tenant}
+        return [int(i) for i in await self._fetch_ids("tenant_job_ids", args)]
+
+    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
+        return await self._fetch_jobs(
+            "list_jobs_lean",
+            {
+                "statuses": [str(s) for s in params.statuses] if params.statuses else None,
+                "kind": params.kind,
+                "queue": params.queue,
+                "tenant": params.tenant,
+                "created_after": params.created_after,
+                "created_before": params.created_before,
+                "before_id": params.before_id,
+                "limit": params.limit,
+            },
+            prepare=False,
+        )
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        name=row[1],
+        tenant=row[2],
+        scopes=tuple(row[3]),
+        secret_hash=row[4],
+        created_at=row[5],
+        expires_at=row[6],
+        last_used_at=row[7],
+        revoked_at=row[8],
+    )
 
 
 class PostgresListener:

@@ -728,3 +728,52 @@ SELECT count(*), extract(epoch FROM now() - max(heartbeat_at))::float8 FROM jobq
 -- compares the two (jobq/replica.py).
 SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
              ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint
+
+-- name: insert_api_key
+INSERT INTO jobq_api_keys (id, name, tenant, scopes, secret_hash, expires_at)
+VALUES (%(id)s, %(name)s, %(tenant)s, %(scopes)s, %(secret_hash)s, %(expires_at)s)
+RETURNING id, name, tenant, scopes, secret_hash, created_at, expires_at, last_used_at,
+          revoked_at
+
+-- name: get_api_key
+SELECT id, name, tenant, scopes, secret_hash, created_at, expires_at, last_used_at, revoked_at
+FROM jobq_api_keys WHERE id = %(id)s
+
+-- name: list_api_keys
+SELECT id, name, tenant, scopes, secret_hash, created_at, expires_at, last_used_at, revoked_at
+FROM jobq_api_keys ORDER BY created_at, id
+
+-- name: revoke_api_key
+UPDATE jobq_api_keys SET revoked_at = now() WHERE id = %(id)s AND revoked_at IS NULL
+RETURNING id
+
+-- name: touch_api_keys
+UPDATE jobq_api_keys SET last_used_at = now() WHERE id = ANY(%(ids)s::text[])
+
+-- name: any_api_key
+SELECT EXISTS (SELECT 1 FROM jobq_api_keys)
+
+-- name: tenant_stats
+SELECT queue, status, count(*) AS n, min(run_at) AS oldest_run_at
+FROM jobq_jobs WHERE tenant = %(tenant)s GROUP BY queue, status ORDER BY queue, status
+
+-- name: tenant_job_ids
+SELECT id FROM jobq_jobs WHERE id = ANY(%(ids)s::bigint[]) AND tenant = %(tenant)s ORDER BY id
+
+-- name: list_jobs_lean
+-- list_jobs without the two columns whose size the client decides (payload, result): a
+-- page of 1,000 rows stays small whatever the jobs carry.
+SELECT id, queue, kind, '{}'::jsonb AS payload, status, priority, run_at, attempt,
+       max_attempts, created_at, updated_at, tenant, idempotency_key, unique_key, depends_on,
+       timeout_s, progress, NULL::jsonb AS result, last_error, cancel_requested, locked_by,
+       heartbeat_at, request_id, started_at, finished_at, request_fingerprint
+FROM jobq_jobs
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
+ORDER BY id DESC
+LIMIT %(limit)s

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -45,7 +46,7 @@ from ...errors import (
     SchemaMissingError,
     UnsupportedFeatureError,
 )
-from ...model import Job, JobError, JobStatus, WorkerInfo
+from ...model import ApiKey, Job, JobError, JobStatus, WorkerInfo
 from ...rules.enqueue import (
     Inserted,
     all_created,
@@ -153,6 +154,16 @@ def database_path(url: str) -> Path:
             "connections (and worker processes) share; use sqlite:///path/to/file.db"
         )
     return Path(raw)
+
+
+def create_private(path: Path) -> None:
+    """Create the database file, if new, readable and writable by its owner only: it holds
+    every job's payload and result. SQLite gives its -wal and -shm files the same mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _epoch(moment: datetime) -> float:
@@ -348,6 +359,7 @@ class SqliteDriver(RuleOperations):
                 )
             try:
                 await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
+                await asyncio.to_thread(create_private, self._path)
             except OSError as exc:
                 raise DatabaseUnavailableError(
                     f"cannot create the directory for SQLite database {self._path}: {exc}"
@@ -406,6 +418,8 @@ class SqliteDriver(RuleOperations):
     def _connect_sync(self) -> sqlite3.Connection:
         # No WAL switch here: a file jobq has migrated is in WAL mode already.
         with self._translate():
+            with contextlib.suppress(OSError):  # a missing directory: connect says so
+                create_private(self._path)
             conn = sqlite3.connect(
                 self._path,
                 isolation_level=None,
@@ -1117,3 +1131,92 @@ class SqliteDriver(RuleOperations):
         queues = [QueueBacklog(r[0], int(r[1]), max(0.0, r[2])) for r in rows]
         [(workers, age)] = await self._read("backlog_workers", {"now": params["now"]})
         return Backlog(queues, int(workers), None if age is None else max(0.0, age))
+
+    # ------------------------------------------------------------------ API keys, tenants
+    async def insert_api_key(self, key: ApiKey) -> ApiKey:
+        rows = await self._write(
+            "insert_api_key",
+            {
+                "id": key.id,
+                "name": key.name,
+                "tenant": key.tenant,
+                "scopes": dump_json(list(key.scopes)),
+                "secret_hash": key.secret_hash,
+                "now": time.time(),
+                "expires_at": _optional_epoch(key.expires_at),
+            },
+        )
+        return _api_key(rows[0])
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        rows = await self._read("get_api_key", {"id": key_id})
+        return _api_key(rows[0]) if rows else None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return [_api_key(r) for r in await self._read("list_api_keys")]
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        return bool(await self._write("revoke_api_key", {"id": key_id, "now": time.time()}))
+
+    async def touch_api_keys(self, key_ids: Sequence[str]) -> None:
+        if key_ids:
+            await self._write(
+                "touch_api_keys", {"ids": dump_json(list(key_ids)), "now": time.time()}
+            )
+
+    async def any_api_key(self) -> bool:
+        rows = await self._read("any_api_key")
+        return bool(rows and rows[0][0])
+
+    async def tenant_stats(self, tenant: str) -> list[QueueStat]:
+        return [
+            QueueStat(
+                queue=r[0],
+                status=JobStatus(r[1]),
+                count=r[2],
+                oldest_run_at=_datetime(r[3]) if r[3] is not None else None,
+            )
+            for r in await self._read("tenant_stats", {"tenant": tenant})
+        ]
+
+    async def tenant_job_ids(self, job_ids: Sequence[int], tenant: str) -> list[int]:
+        if not job_ids:
+            return []
+        args = {"ids": dump_json(list(job_ids)), "tenant": tenant}
+        return [int(r[0]) for r in await self._read("tenant_job_ids", args)]
+
+    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
+        rows = await self._read(
+            "list_jobs_lean",
+            {
+                "statuses": (
+                    dump_json([str(s) for s in params.statuses]) if params.statuses else None
+                ),
+                "kind": params.kind,
+                "queue": params.queue,
+                "tenant": params.tenant,
+                "created_after": _optional_epoch(params.created_after),
+                "created_before": _optional_epoch(params.created_before),
+                "before_id": params.before_id,
+                "limit": params.limit,
+            },
+        )
+        return _jobs(rows)
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        name=row[1],
+        tenant=row[2],
+        scopes=tuple(orjson.loads(row[3])),
+        secret_hash=row[4],
+        created_at=_datetime(row[5]),
+        expires_at=_optional_datetime(row[6]),
+        last_used_at=_optional_datetime(row[7]),
+        revoked_at=_optional_datetime(row[8]),
+    )
+
+
+def _optional_datetime(epoch: float | None) -> datetime | None:
+    return None if epoch is None else _datetime(epoch)

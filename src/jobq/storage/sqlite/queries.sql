@@ -582,3 +582,53 @@ ORDER BY queue
 
 -- name: backlog_workers
 SELECT count(*), :now - max(heartbeat_at) FROM jobq_workers
+
+-- name: insert_api_key
+INSERT INTO jobq_api_keys (id, name, tenant, scopes, secret_hash, created_at, expires_at)
+VALUES (:id, :name, :tenant, :scopes, :secret_hash, :now, :expires_at)
+RETURNING id, name, tenant, scopes, secret_hash, created_at, expires_at, last_used_at,
+          revoked_at
+
+-- name: get_api_key
+SELECT id, name, tenant, scopes, secret_hash, created_at, expires_at, last_used_at, revoked_at
+FROM jobq_api_keys WHERE id = :id
+
+-- name: list_api_keys
+SELECT id, name, tenant, scopes, secret_hash, created_at, expires_at, last_used_at, revoked_at
+FROM jobq_api_keys ORDER BY created_at, id
+
+-- name: revoke_api_key
+UPDATE jobq_api_keys SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL
+RETURNING id
+
+-- name: touch_api_keys
+UPDATE jobq_api_keys SET last_used_at = :now WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: any_api_key
+SELECT EXISTS (SELECT 1 FROM jobq_api_keys)
+
+-- name: tenant_stats
+SELECT queue, status, count(*) AS n, min(run_at) AS oldest_run_at
+FROM jobq_jobs WHERE tenant = :tenant GROUP BY queue, status ORDER BY queue, status
+
+-- name: tenant_job_ids
+SELECT id FROM jobq_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND tenant = :tenant ORDER BY id
+
+-- name: list_jobs_lean
+-- list_jobs without the two columns whose size the client decides (payload, result): a
+-- page of 1,000 rows stays small whatever the jobs carry.
+SELECT id, queue, kind, '{}' AS payload, status, priority, run_at, attempt, max_attempts,
+       created_at, updated_at, tenant, idempotency_key, unique_key, depends_on, timeout_s,
+       progress, NULL AS result, last_error, cancel_requested, locked_by, heartbeat_at,
+       request_id, started_at, finished_at, request_fingerprint
+FROM jobq_jobs
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:kind IS NULL OR kind = :kind)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:created_before IS NULL OR created_at < :created_before)
+  AND (:before_id IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit

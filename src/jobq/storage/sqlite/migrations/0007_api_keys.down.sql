@@ -1,0 +1,1 @@
+DROP TABLE jobq_api_keys;
