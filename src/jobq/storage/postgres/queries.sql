@@ -766,7 +766,7 @@ SELECT id FROM jobq_jobs WHERE id = ANY(%(ids)s::bigint[]) AND tenant = %(tenant
 SELECT id, queue, kind, '{}'::jsonb AS payload, status, priority, run_at, attempt,
        max_attempts, created_at, updated_at, tenant, idempotency_key, unique_key, depends_on,
        timeout_s, progress, NULL::jsonb AS result, last_error, cancel_requested, locked_by,
-       heartbeat_at, request_id, started_at, finished_at, request_fingerprint
+       heartbeat_at, request_id, started_at, finished_at, request_fingerprint, trace_context
 FROM jobq_jobs
 WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
   AND (%(kind)s::text IS NULL OR kind = %(kind)s)

@@ -621,7 +621,7 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND tenant = :tenant ORDER BY id
 SELECT id, queue, kind, '{}' AS payload, status, priority, run_at, attempt, max_attempts,
        created_at, updated_at, tenant, idempotency_key, unique_key, depends_on, timeout_s,
        progress, NULL AS result, last_error, cancel_requested, locked_by, heartbeat_at,
-       request_id, started_at, finished_at, request_fingerprint
+       request_id, started_at, finished_at, request_fingerprint, trace_context
 FROM jobq_jobs
 WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
   AND (:kind IS NULL OR kind = :kind)
