@@ -213,5 +213,9 @@ def pgbouncer(pg_server: PgServer) -> Iterator[PgBouncer]:
 def pgbouncer_url(pg_url: str, pgbouncer: PgBouncer, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh migrated database reached through PgBouncer, with ``JOBQ_POLL_ONLY=true`` in
     the environment (the setting for a transaction pooler) for this test."""
+    code = pgbouncer.process.poll()
+    if code is not None:  # say why every test through it fails from here on
+        log = pgbouncer.log_file.read_text(errors="replace") if pgbouncer.log_file.exists() else ""
+        pytest.fail(f"the session's pgbouncer exited with {code}; its log ends:\n{log[-2000:]}")
     monkeypatch.setenv("JOBQ_POLL_ONLY", "true")
     return pgbouncer.url_for(pg_url)
