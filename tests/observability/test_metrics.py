@@ -64,7 +64,9 @@ async def test_metrics_endpoint_exports_backlog_slots_and_exemplars(db_url: str)
     app = create_app(jq, metrics=metrics)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as http,
     ):
         enqueued = set()
         for _ in range(2):

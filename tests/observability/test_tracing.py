@@ -92,7 +92,9 @@ async def test_http_enqueue_and_attempt_make_one_trace(
     app = create_app(traced)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as http,
     ):
         created = await http.post("/jobs", json={"kind": "report", "payload": {"n": 3}})
         assert created.status_code == 201, created.text
