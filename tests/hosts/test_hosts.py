@@ -51,7 +51,8 @@ def start_api(network: HostNetwork, primary: Cluster, host: Host) -> str:
         "JOBQ_API_PORT": "8000",  # each host has ports of its own
         "JOBQ_LOG_LEVEL": "WARNING",
     }
-    process = network.spawn(host, ["api"], env, cwd=REPO)
+    # A private network of the test's own namespaces: no keys, so say so explicitly.
+    process = network.spawn(host, ["api", "--insecure-no-auth"], env, cwd=REPO)
     base = f"http://{host.address}:8000"
     wait_for_api(base, process, network)
     return base

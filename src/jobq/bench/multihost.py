@@ -179,7 +179,8 @@ async def _end_to_end(network: HostNetwork, primary: Cluster, k: int, n: int) ->
 
 def _start_api(network: HostNetwork, host: Host, env: dict[str, str]) -> subprocess.Popen[bytes]:
     api_env = {**env, "JOBQ_API_HOST": host.address, "JOBQ_API_PORT": "8000"}
-    process = network.spawn(host, ["api", APP], api_env)
+    # A private network of the bench's own namespaces: no keys, so say so explicitly.
+    process = network.spawn(host, ["api", APP, "--insecure-no-auth"], api_env)
     wait_for_api(f"http://{host.address}:8000", process, network)
     return process
 
