@@ -921,8 +921,14 @@ class PostgresDriver(RuleOperations):
         return jobs[0] if jobs else None
 
     async def list_jobs(self, params: ListParams) -> list[Job]:
+        return await self._list("list_jobs", params)
+
+    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
+        return await self._list("list_jobs_lean", params)
+
+    async def _list(self, query: str, params: ListParams) -> list[Job]:
         return await self._fetch_jobs(
-            "list_jobs",
+            query,
             {
                 "statuses": [str(s) for s in params.statuses] if params.statuses else None,
                 "kind": params.kind,
@@ -1246,22 +1252,6 @@ class PostgresDriver(RuleOperations):
             return []
         args = {"ids": list(job_ids), "tenant": tenant}
         return [int(i) for i in await self._fetch_ids("tenant_job_ids", args)]
-
-    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
-        return await self._fetch_jobs(
-            "list_jobs_lean",
-            {
-                "statuses": [str(s) for s in params.statuses] if params.statuses else None,
-                "kind": params.kind,
-                "queue": params.queue,
-                "tenant": params.tenant,
-                "created_after": params.created_after,
-                "created_before": params.created_before,
-                "before_id": params.before_id,
-                "limit": params.limit,
-            },
-            prepare=False,
-        )
 
 
 def _api_key(row: Sequence[Any]) -> ApiKey:

@@ -923,8 +923,14 @@ class SqliteDriver(RuleOperations):
         return _job(rows[0]) if rows else None
 
     async def list_jobs(self, params: ListParams) -> list[Job]:
+        return await self._list("list_jobs", params)
+
+    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
+        return await self._list("list_jobs_lean", params)
+
+    async def _list(self, query: str, params: ListParams) -> list[Job]:
         rows = await self._read(
-            "list_jobs",
+            query,
             {
                 "statuses": (
                     dump_json([str(s) for s in params.statuses]) if params.statuses else None
@@ -1184,24 +1190,6 @@ class SqliteDriver(RuleOperations):
             return []
         args = {"ids": dump_json(list(job_ids)), "tenant": tenant}
         return [int(r[0]) for r in await self._read("tenant_job_ids", args)]
-
-    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
-        rows = await self._read(
-            "list_jobs_lean",
-            {
-                "statuses": (
-                    dump_json([str(s) for s in params.statuses]) if params.statuses else None
-                ),
-                "kind": params.kind,
-                "queue": params.queue,
-                "tenant": params.tenant,
-                "created_after": _optional_epoch(params.created_after),
-                "created_before": _optional_epoch(params.created_before),
-                "before_id": params.before_id,
-                "limit": params.limit,
-            },
-        )
-        return _jobs(rows)
 
 
 def _api_key(row: Sequence[Any]) -> ApiKey:
