@@ -23,10 +23,12 @@ from .app import JobQueue
 from .config import Settings, is_loopback
 from .errors import ConfigurationError, JobqError
 from .keys import parse_duration, parse_scopes
+from .model import ApiKey, WorkerInfo
 from .observability.logging import configure_logging
 from .observability.metrics import Metrics
 from .observability.tracing import setup_from_environment as setup_tracing
 from .process import settle_heap
+from .storage.base import QueueStat
 from .worker.simulated import PLANS, register_demo_tasks
 
 T = TypeVar("T")
@@ -105,6 +107,21 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
 
 async def _call(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
+
+
+def _on_queue(settings: Settings, action: Callable[[JobQueue], Awaitable[T]]) -> T:
+    """``action`` run on a migrated JobQueue over the settings' database, closed after;
+    failures as _run reports them."""
+
+    async def work() -> T:
+        jobq = JobQueue(settings=settings)
+        try:
+            await jobq.migrate()
+            return await action(jobq)
+        finally:
+            await jobq.close()
+
+    return _run(work)
 
 
 def load_app(spec: str | None, settings: Settings, database_url: str | None = None) -> JobQueue:
@@ -453,28 +470,22 @@ def status(database_url: DatabaseUrl = None) -> None:
     """Job counts by queue and status, and the registered workers."""
     settings = _settings(database_url)
 
-    async def work() -> None:
-        jobq = JobQueue(settings=settings)
-        try:
-            await jobq.migrate()
-            stats = await jobq.stats()
-            workers = await jobq.workers()
-        finally:
-            await jobq.close()
-        if not stats:
-            typer.echo("no jobs")
-        else:
-            typer.echo(f"{'QUEUE':<20} {'STATUS':<10} {'COUNT':>10}")
-            for s in stats:
-                typer.echo(f"{s.queue:<20} {s.status:<10} {s.count:>10}")
-        typer.echo(f"workers: {len(workers)}")
-        for w in workers:
-            typer.echo(
-                f"  {w.id}  queues={','.join(w.queues) or 'all'}  concurrency={w.concurrency}"
-                f"  heartbeat={w.heartbeat_at.isoformat()}"
-            )
+    async def read(jobq: JobQueue) -> tuple[list[QueueStat], list[WorkerInfo]]:
+        return await jobq.stats(), await jobq.workers()
 
-    _run(work)
+    stats, workers = _on_queue(settings, read)
+    if not stats:
+        typer.echo("no jobs")
+    else:
+        typer.echo(f"{'QUEUE':<20} {'STATUS':<10} {'COUNT':>10}")
+        for s in stats:
+            typer.echo(f"{s.queue:<20} {s.status:<10} {s.count:>10}")
+    typer.echo(f"workers: {len(workers)}")
+    for w in workers:
+        typer.echo(
+            f"  {w.id}  queues={','.join(w.queues) or 'all'}  concurrency={w.concurrency}"
+            f"  heartbeat={w.heartbeat_at.isoformat()}"
+        )
 
 
 @app.command()
@@ -577,17 +588,12 @@ QueueArg = Annotated[str, typer.Argument(help="The queue's name")]
 def _set_paused(queue: str, paused: bool, database_url: str | None) -> None:
     settings = _settings(database_url)
 
-    async def work() -> bool:
-        jobq = JobQueue(settings=settings)
-        try:
-            await jobq.migrate()
-            if paused:
-                return await jobq.pause_queue(queue)
-            return await jobq.resume_queue(queue)
-        finally:
-            await jobq.close()
+    async def act(jobq: JobQueue) -> bool:
+        if paused:
+            return await jobq.pause_queue(queue)
+        return await jobq.resume_queue(queue)
 
-    changed = _run(work)
+    changed = _on_queue(settings, act)
     state = "paused" if paused else "resumed"
     typer.echo(f"{queue}: {state}" if changed else f"{queue}: already {state}")
 
@@ -637,24 +643,19 @@ def keys_create(
     settings = _settings(database_url)
     configure_logging(settings)
 
-    async def work() -> None:
-        jobq = JobQueue(settings=settings)
-        try:
-            await jobq.migrate()
-            key, secret = await jobq.create_api_key(
-                tenant=tenant, scopes=granted, name=name, expires_in=lifetime
-            )
-        finally:
-            await jobq.close()
-        log.info("admin action", action="key_create", key_id=key.id, tenant=tenant)
-        typer.echo(secret)
-        typer.echo(
-            f"key {key.id} for {_whose(key.tenant)}, scopes {','.join(key.scopes)}: "
-            "store it now, it cannot be shown again",
-            err=True,
+    async def create(jobq: JobQueue) -> tuple[ApiKey, str]:
+        return await jobq.create_api_key(
+            tenant=tenant, scopes=granted, name=name, expires_in=lifetime
         )
 
-    _run(work)
+    key, secret = _on_queue(settings, create)
+    log.info("admin action", action="key_create", key_id=key.id, tenant=tenant)
+    typer.echo(secret)
+    typer.echo(
+        f"key {key.id} for {_whose(key.tenant)}, scopes {','.join(key.scopes)}: "
+        "store it now, it cannot be shown again",
+        err=True,
+    )
 
 
 def _whose(tenant: str | None) -> str:
@@ -667,36 +668,28 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
     settings = _settings(database_url)
     configure_logging(settings)
 
-    async def work() -> None:
-        jobq = JobQueue(settings=settings)
-        try:
-            await jobq.migrate()
-            keys = await jobq.api_keys()
-        finally:
-            await jobq.close()
-        if not keys:
-            typer.echo("no keys")
-            return
-        typer.echo(
-            f"{'ID':<16}  {'NAME':<12} {'TENANT':<12} {'SCOPES':<34} {'STATE':<8} "
-            "CREATED / EXPIRES / LAST USED"
+    keys = _on_queue(settings, JobQueue.api_keys)
+    if not keys:
+        typer.echo("no keys")
+        return
+    typer.echo(
+        f"{'ID':<16}  {'NAME':<12} {'TENANT':<12} {'SCOPES':<34} {'STATE':<8} "
+        "CREATED / EXPIRES / LAST USED"
+    )
+    now = datetime.now(UTC)
+    for k in keys:
+        state = (
+            "revoked"
+            if k.revoked_at
+            else "expired"
+            if k.expires_at and k.expires_at <= now
+            else "active"
         )
-        now = datetime.now(UTC)
-        for k in keys:
-            state = (
-                "revoked"
-                if k.revoked_at
-                else "expired"
-                if k.expires_at and k.expires_at <= now
-                else "active"
-            )
-            times = " / ".join(_when(t) for t in (k.created_at, k.expires_at, k.last_used_at))
-            typer.echo(
-                f"{k.id:<16}  {k.name or '-':<12} {k.tenant or '*':<12} "
-                f"{','.join(k.scopes):<34} {state:<8} {times}"
-            )
-
-    _run(work)
+        times = " / ".join(_when(t) for t in (k.created_at, k.expires_at, k.last_used_at))
+        typer.echo(
+            f"{k.id:<16}  {k.name or '-':<12} {k.tenant or '*':<12} "
+            f"{','.join(k.scopes):<34} {state:<8} {times}"
+        )
 
 
 def _when(moment: datetime | None) -> str:
@@ -712,19 +705,13 @@ def keys_revoke(
     settings = _settings(database_url)
     configure_logging(settings)
 
-    async def work() -> None:
-        jobq = JobQueue(settings=settings)
-        try:
-            await jobq.migrate()
-            revoked = await jobq.revoke_api_key(key_id)
-        finally:
-            await jobq.close()
-        if not revoked:
+    async def revoke(jobq: JobQueue) -> None:
+        if not await jobq.revoke_api_key(key_id):
             raise CliError(f"no active key with id {key_id!r}")
-        log.info("admin action", action="key_revoke", key_id=key_id)
-        typer.echo(f"revoked {key_id}")
 
-    _run(work)
+    _on_queue(settings, revoke)
+    log.info("admin action", action="key_revoke", key_id=key_id)
+    typer.echo(f"revoked {key_id}")
 
 
 def main() -> None:
