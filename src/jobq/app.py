@@ -30,6 +30,7 @@ from .model import ApiKey, Job, JobError, JobStatus, WorkerInfo
 from .observability import tracing
 from .observability.metrics import Metrics
 from .periodic import DEFAULT_MAX_LATENESS, PeriodicDecorator, Schedule
+from .registry import TaskRegistry
 from .replica import ReadDriver, ReadRouter
 from .retry import RetryPolicy
 from .storage import connect
@@ -60,13 +61,14 @@ from .task import (
     TaskDecorator,
     TaskFunction,
 )
+from .worker.runtime import Worker
+from .worker.services import WorkerServices
 from .worker.weights import parse_queues
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from .observability.tracing import JobTracer
-    from .worker.runtime import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -150,15 +152,28 @@ class JobQueue:
             base = base.model_copy(update={"database_url": database_url})
             _checked_settings(lambda: Settings.model_validate(base.model_dump()))
         self.settings = base
-        self.tasks: dict[str, Task[Any, Any]] = {}
-        self.schedules: list[Schedule] = []  # see periodic()
-        self.queue_limits: dict[str, int] = {}  # see limit_queue()
+        self.registry = TaskRegistry()  # see task(), periodic() and limit_queue()
         self._driver: Driver | None = None
         self._driver_lock = threading.Lock()  # synchronous producers may start in any thread
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()  # see worker_states
         self._tracer: JobTracer | None = None
         self._tracer_resolved = False  # see the tracer property
         self._reads: ReadRouter | None = None  # with JOBQ_READ_DATABASE_URL (see replica.py)
+
+    @property
+    def tasks(self) -> dict[str, Task[Any, Any]]:
+        """The registered tasks by name."""
+        return self.registry.tasks
+
+    @property
+    def schedules(self) -> list[Schedule]:
+        """The periodic schedules (see ``periodic``)."""
+        return self.registry.schedules
+
+    @property
+    def queue_limits(self) -> dict[str, int]:
+        """Queues' ``max_running`` (see ``limit_queue``)."""
+        return self.registry.queue_limits
 
     # ------------------------------------------------------------------ storage
     @property
@@ -404,15 +419,7 @@ class JobQueue:
 
     def claim_limits(self) -> ClaimLimits:
         """The limits this program's workers enforce: from tasks and ``limit_queue``."""
-        return ClaimLimits(
-            max_running_by_kind={
-                n: t.max_running for n, t in self.tasks.items() if t.max_running is not None
-            },
-            max_running_by_queue=dict(self.queue_limits),
-            rate_by_kind={
-                n: t.rate_limit for n, t in self.tasks.items() if t.rate_limit is not None
-            },
-        )
+        return self.registry.claim_limits()
 
     # ------------------------------------------------------------------ producing
     async def enqueue(
@@ -873,13 +880,18 @@ class JobQueue:
         burst: bool = False,
         metrics: Metrics | None = None,
     ) -> Worker:
-        from .worker.runtime import Worker
-
         if isinstance(queues, str):  # "a,b" or "a:6,b:3", as on the command line
             names, weights = parse_queues(queues)
             queues = weights or names
+        services = WorkerServices(
+            settings=self.settings,
+            driver=self.driver,
+            registry=self.registry,
+            tracer=self.tracer,
+            enqueue=self.enqueue_many,
+        )
         worker = Worker(
-            self,
+            services,
             queues=queues if queues is not None else self._configured_queues(),
             concurrency=concurrency or self.settings.concurrency,
             burst=burst,

@@ -42,8 +42,8 @@ from .errors import ConfigurationError, InvalidJobError
 from .storage.common import refuse_unstorable_job
 
 if TYPE_CHECKING:
-    from .app import JobQueue
     from .model import Job
+    from .observability.tracing import JobTracer
     from .storage.base import NewJob
     from .task import AsyncTaskFunction, SyncTaskFunction, Task
 
@@ -156,15 +156,15 @@ class Schedule:
             idempotency_key=self.idempotency_key(tick),
         ).job(**self.job_payload(tick))
 
-    async def enqueue(self, jobq: JobQueue, tick: datetime) -> Job:
+    async def enqueue(self, host: ScheduleHost, tick: datetime) -> Job:
         """Enqueue this tick's job, or get the one another worker enqueued already. Traced,
         a tick starts a trace of its own: it belongs to no request."""
-        job = self.job_of(jobq.tasks[self.task], tick)
-        tracer = jobq.tracer
+        job = self.job_of(host.tasks[self.task], tick)
+        tracer = host.tracer
         if tracer is None:
-            return (await jobq.enqueue_many([job]))[0]
+            return (await host.enqueue_many([job]))[0]
         with tracer.new_trace():
-            return (await jobq.enqueue_many([job]))[0]
+            return (await host.enqueue_many([job]))[0]
 
     @classmethod
     def for_task(
@@ -237,6 +237,19 @@ class PeriodicDecorator(Protocol):
 # ---------------------------------------------------------------------- the loop
 
 
+class ScheduleHost(Protocol):
+    """What the scheduler loop needs: the schedules and their tasks, the tracer, and an
+    enqueue through the front door (a JobQueue, or the services it gives a worker)."""
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]: ...
+    @property
+    def schedules(self) -> Sequence[Schedule]: ...
+    @property
+    def tracer(self) -> JobTracer | None: ...
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]: ...
+
+
 class Scheduler:
     """Enqueues the due ticks of a JobQueue's schedules; one per worker.
 
@@ -247,14 +260,14 @@ class Scheduler:
 
     def __init__(
         self,
-        jobq: JobQueue,
+        host: ScheduleHost,
         schedules: Sequence[Schedule] | None = None,
         *,
         clock: Callable[[], datetime] = utc_now,
         logger: Any = None,
     ) -> None:
-        self.jobq = jobq
-        self.schedules = list(jobq.schedules if schedules is None else schedules)
+        self.host = host
+        self.schedules = list(host.schedules if schedules is None else schedules)
         self.clock = clock
         self.log = logger if logger is not None else log
         self.handled: dict[str, datetime | None] = {s.name: None for s in self.schedules}
@@ -267,7 +280,7 @@ class Scheduler:
             tick = schedule.due_tick(now, self.handled[schedule.name])
             if tick is not None:
                 try:
-                    job = await schedule.enqueue(self.jobq, tick)
+                    job = await schedule.enqueue(self.host, tick)
                 except Exception as exc:  # outage: try again soon, while it is not too late
                     self.log.warning(
                         "periodic enqueue failed; retrying",
@@ -302,10 +315,10 @@ class Scheduler:
 
 
 def start_scheduler(
-    jobq: JobQueue, stopping: asyncio.Event, logger: Any = None
+    host: ScheduleHost, stopping: asyncio.Event, logger: Any = None
 ) -> asyncio.Task[None] | None:
-    """The scheduler loop as an asyncio task, or None when ``jobq`` has no schedules."""
-    if not jobq.schedules:
+    """The scheduler loop as an asyncio task, or None when ``host`` has no schedules."""
+    if not host.schedules:
         return None
-    scheduler = Scheduler(jobq, logger=logger)
+    scheduler = Scheduler(host, logger=logger)
     return asyncio.create_task(scheduler.run(stopping), name="jobq-periodic")

@@ -7,7 +7,7 @@ import contextvars
 import functools
 import inspect
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import (
@@ -29,7 +29,6 @@ from .retry import RetryPolicy
 from .storage.base import DEFAULT_QUEUE, NewJob, RateLimit
 
 if TYPE_CHECKING:
-    from .app import JobQueue
     from .model import Job
     from .worker.context import JobContext
 
@@ -83,12 +82,21 @@ class TaskDecorator(Protocol):
     def __call__(self, func: SyncTaskFunction[P, R], /) -> Task[P, R]: ...
 
 
+class JobSink(Protocol):
+    """Where a task's ``defer`` sends its job: the JobQueue that registered it."""
+
+    async def enqueue_many(
+        self, jobs: Sequence[NewJob], *, connection: Any = None
+    ) -> list[Job]: ...
+    def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]: ...
+
+
 class Task(Generic[P, R]):
     """A registered task. ``await task.defer(...)`` enqueues a job that will call it."""
 
     def __init__(
         self,
-        queue: JobQueue,
+        queue: JobSink,
         func: TaskFunction[P, R],
         *,
         name: str,

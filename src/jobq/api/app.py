@@ -16,7 +16,7 @@ from ..dashboard import DashboardAuth, Identity, install_dashboard
 from ..observability.metrics import Metrics, bound_labels
 from ..observability.tracing import UNTRACED_URLS
 from ..worker.runtime import Worker
-from .auth import Authenticator
+from .authenticator import Authenticator
 from .batching import EnqueueBatcher
 from .browser import BrowserGuardMiddleware
 from .docs_page import install_docs

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from ..app import JobQueue
 from ..config import Settings
 from ..observability.metrics import Metrics
+from .authenticator import Authenticator
 from .batching import EnqueueBatcher
 from .limits import DepthGate, RateLimiter, StreamSlots
 from .quotas import TenantQuotas
-
-if TYPE_CHECKING:
-    from .auth import Authenticator
 
 
 @dataclass(slots=True)

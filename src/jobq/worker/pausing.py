@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..app import JobQueue
+    from ..storage.base import Driver
 
 
 class ClaimableQueues:
-    def __init__(self, jobq: JobQueue, served: Sequence[str] | None, max_age_s: float) -> None:
-        self._jobq = jobq
+    def __init__(self, driver: Driver, served: Sequence[str] | None, max_age_s: float) -> None:
+        self._driver = driver
         self._served = list(served) if served is not None else None
         self._max_age_s = max_age_s
         self._paused: frozenset[str] = frozenset()
@@ -47,10 +47,10 @@ class ClaimableQueues:
         """The queues to claim from now: None for every queue, [] for none."""
         now = time.monotonic()
         if now - self._read_at >= self._max_age_s:
-            self._paused = frozenset(await self._jobq.paused_queues())
+            self._paused = frozenset(await self._driver.paused_queues())
             self._read_at = now
         if not self._paused:
             return self._served
         if self._served is not None:
             return [q for q in self._served if q not in self._paused]
-        return [q for q in await self._jobq.waiting_queues() if q not in self._paused]
+        return [q for q in await self._driver.waiting_queues() if q not in self._paused]

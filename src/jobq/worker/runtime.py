@@ -55,9 +55,10 @@ from .threads import TaskThreads
 from .weights import WeightedPlanner
 
 if TYPE_CHECKING:
-    from ..app import JobQueue
     from ..observability.tracing import JobTracer
+    from ..registry import TaskRegistry
     from ..task import Executor, Task
+    from .services import WorkerServices
 
 log = structlog.get_logger("jobq.worker")
 
@@ -65,7 +66,7 @@ log = structlog.get_logger("jobq.worker")
 class Worker:
     def __init__(
         self,
-        jobq: JobQueue,
+        services: WorkerServices,
         *,
         queues: Sequence[str] | Mapping[str, int] | None,
         concurrency: int,
@@ -76,17 +77,18 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.jobq = jobq
-        self.settings = jobq.settings
-        self.driver = jobq.driver
+        self.services = services
+        self.settings = services.settings
+        self.driver = services.driver
+        self.registry = services.registry
         self.queues = list(queues) if queues is not None else None
         # {queue: weight}: claims split across the queues in proportion (see weights.py);
         # a plain list claims by strict priority across the queues.
         self._planner = WeightedPlanner(queues) if isinstance(queues, Mapping) else None
         self._planner_reset_at = 0.0
         # Read once: tasks are registered before workers start. None keeps the plain claim.
-        self._limits = jobq.claim_limits() or None
-        self._claimable = ClaimableQueues(jobq, self.queues, self.settings.poll_interval_s)
+        self._limits = self.registry.claim_limits() or None
+        self._claimable = ClaimableQueues(self.driver, self.queues, self.settings.poll_interval_s)
         self.concurrency = concurrency
         self._claim_size = (concurrency + 1) // 2
         self.burst = burst
@@ -94,7 +96,7 @@ class Worker:
         self.rng = rng or random.Random()
         self.log = log.bind(worker_id=self.id)
         self.metrics = metrics or Metrics()
-        bound_labels(self.metrics, jobq, queues or ())
+        bound_labels(self.metrics, self.registry, queues or ())
         self._meters = WorkerMeters(self.metrics, lambda: len(self._running))
         # Per-job lines (request id -> job) only when asked for: decided once, since even a
         # filtered log call per job costs measurable throughput.
@@ -110,7 +112,7 @@ class Worker:
         self._stop_now = asyncio.Event()
         self._finished = asyncio.Event()  # clear while run() runs
         self._finished.set()
-        self._tracer = jobq.tracer  # None: tracing off, and no span or context per job
+        self._tracer = services.tracer  # None: tracing off, and no span or context per job
         self._meters.per_kind_queue_time = self._tracer is None
         self._completer = Completer(
             self.driver,
@@ -123,7 +125,7 @@ class Worker:
             "process" if self.settings.executor == "process" else "thread"
         )
         if self._sync_executor == "process":  # refused now, not job by job in the children
-            for task in jobq.tasks.values():
+            for task in self.registry.tasks.values():
                 if task.executor_for("process") == "process":
                     check_importable(task.name, task.func)
         # One thread per slot; a thread stuck past its job's timeout keeps its slot (see
@@ -199,7 +201,7 @@ class Worker:
         self._completer.start()
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="jobq-heartbeat")
         # Periodic jobs (jq.periodic): every worker enqueues each tick, keyed so one job results.
-        scheduler = None if self.burst else start_scheduler(self.jobq, self._stopping, self.log)
+        scheduler = None if self.burst else start_scheduler(self.services, self._stopping, self.log)
         self.metrics.slots.inc(self.concurrency)  # summed over the workers of a process
         try:
             await self._claim_loop()
@@ -422,7 +424,7 @@ class Worker:
         outcome = "succeeded"
         began = time.perf_counter()
         try:
-            task = self.jobq.tasks.get(job.kind)
+            task = self.registry.tasks.get(job.kind)
             if task is None:
                 raise UnknownTaskError(f"no task named {job.kind!r} is registered with this worker")
             timeout = job.timeout_s
@@ -459,7 +461,7 @@ class Worker:
             ctx.log.info("job cancelled", reason=reason)
             outcome = "cancelled"
         except BaseException as exc:  # a task's failure, whatever it raised
-            failure = self._failure(job, task_or_none(self.jobq, job.kind), exc)
+            failure = self._failure(job, task_or_none(self.registry, job.kind), exc)
             if ctx.span is not None and self._tracer is not None:
                 self._tracer.attempt_failed(ctx.span, exc, failure.error)
                 self._completer.fail(failure, ctx.span.get_span_context())
@@ -707,8 +709,8 @@ class WorkerMeters:
             self._metrics.job_dead_letters.labels(kind).inc()
 
 
-def task_or_none(jobq: JobQueue, kind: str) -> Task[Any, Any] | None:
-    return jobq.tasks.get(kind)
+def task_or_none(registry: TaskRegistry, kind: str) -> Task[Any, Any] | None:
+    return registry.tasks.get(kind)
 
 
 def _check_storable(result: Any, limit: int) -> None:
