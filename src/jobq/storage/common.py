@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 
 from ..errors import InvalidJobError
-from ..model import Job, JobStatus
-from .base import MAX_PRIORITY, MIN_PRIORITY, NewJob, NotificationHandler
+from ..model import ApiKey, Job, JobStatus
+from .base import MAX_PRIORITY, MIN_PRIORITY, NewJob, NotificationHandler, unique_states_mask
 
 MAX_NAME_LENGTH = 128
 
@@ -236,3 +236,41 @@ class LocalListener:
 
     async def close(self) -> None:
         self._bus.unsubscribe(self._handler)
+
+
+def insert_row(job: NewJob, waiting: bool) -> dict[str, Any]:
+    """One job as the insert queries take it, in plain Python values; a driver encodes
+    what its dialect stores otherwise."""
+    return {
+        "queue": job.queue,
+        "kind": job.kind,
+        "payload": job.payload,
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "max_attempts": job.max_attempts,
+        "tenant": job.tenant,
+        "idempotency_key": job.idempotency_key,
+        "unique_key": job.unique_key,
+        "unique_states": unique_states_mask(job),
+        "depends_on": list(job.depends_on) or None,
+        "timeout_s": None if job.timeout_s is None else float(job.timeout_s),  # as stored
+        "request_id": job.request_id,
+        "request_fingerprint": job.request_fingerprint,
+        "status": str(JobStatus.WAITING) if waiting else None,  # None: queued
+        "trace_context": job.trace_context,
+    }
+
+
+def api_key_of(row: Sequence[Any]) -> ApiKey:
+    """An API key from its row, its scopes a sequence and its times datetimes."""
+    return ApiKey(
+        id=row[0],
+        name=row[1],
+        tenant=row[2],
+        scopes=tuple(row[3]),
+        secret_hash=row[4],
+        created_at=row[5],
+        expires_at=row[6],
+        last_used_at=row[7],
+        revoked_at=row[8],
+    )

@@ -8,6 +8,7 @@ from here, the same on every database.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from ..config import Settings
 from ..model import Job
 from ..rules import migrations
 from ..rules.claims import TenantCursor, claim_with_flow_control
-from .base import ClaimParams, Enqueued, NewJob
+from .base import ClaimParams, Enqueued, ListParams, NewJob
 from .common import LocalBus
 from .plans import Plan, T
 from .sqlfiles import load_queries
@@ -49,9 +50,35 @@ class RuleOperations(ABC):
         commit or roll back with it."""
 
     @abstractmethod
+    async def close_async(self) -> None:
+        """Close the connections of the async API."""
+
+    @abstractmethod
+    def close_sync(self) -> None:
+        """Close the connections ``enqueue_sync`` opened, if any."""
+
+    @abstractmethod
+    async def list_by(self, query: str, params: ListParams) -> list[Job]:
+        """Jobs by one of the listing queries, ``list_jobs`` or ``list_jobs_lean`` (the
+        same filters and order), newest first."""
+
+    @abstractmethod
     def enqueue_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
         """``enqueue`` for synchronous code, over connections of its own (made on first
         use, safe from any thread); ``connection`` is then a synchronous one."""
+
+    # ------------------------------------------------------------------ the same everywhere
+    async def close(self) -> None:
+        """Close every connection; the synchronous ones from a thread, since closing one
+        waits for a synchronous call in flight on it."""
+        await self.close_async()
+        await asyncio.to_thread(self.close_sync)
+
+    async def list_jobs(self, params: ListParams) -> list[Job]:
+        return await self.list_by("list_jobs", params)
+
+    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
+        return await self.list_by("list_jobs_lean", params)
 
     # ------------------------------------------------------------------ from the rules
     async def migrate(self) -> list[int]:

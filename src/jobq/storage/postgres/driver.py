@@ -52,14 +52,15 @@ from ..base import (
     QueueStat,
     StatusCount,
     WorkerRegistration,
-    unique_states_mask,
 )
 from ..common import (
     STATUS_BY_VALUE,
     LocalBus,
     LocalListener,
+    api_key_of,
     dump_json,
     dump_optional_json,
+    insert_row,
     job_row_builder,
     plain_batch,
     queued_job,
@@ -364,28 +365,6 @@ class _CopyEncoder:
         return queued_job(job_id, job, orjson.loads(encoded), job.run_at or now, now)
 
 
-def _insert_row(job: NewJob, waiting: bool) -> dict[str, Any]:
-    """One job as insert_job(s) takes it."""
-    return {
-        "queue": job.queue,
-        "kind": job.kind,
-        "payload": job.payload,
-        "priority": job.priority,
-        "run_at": job.run_at,
-        "max_attempts": job.max_attempts,
-        "tenant": job.tenant,
-        "idempotency_key": job.idempotency_key,
-        "unique_key": job.unique_key,
-        "unique_states": unique_states_mask(job),
-        "depends_on": list(job.depends_on) or None,
-        "timeout_s": None if job.timeout_s is None else float(job.timeout_s),  # as stored
-        "request_id": job.request_id,
-        "request_fingerprint": job.request_fingerprint,
-        "status": str(JobStatus.WAITING) if waiting else None,  # None: queued
-        "trace_context": job.trace_context,
-    }
-
-
 def _returns_rows(cur: Cursor[Any] | AsyncCursor[Any]) -> bool:
     # Not cur.description: it builds a Column object per column on every call (profiled at
     # 20 µs a single enqueue).
@@ -468,12 +447,10 @@ class PostgresDriver(RuleOperations):
             await self._pool.open(wait=False)
             self._opened = True
 
-    async def close(self) -> None:
+    async def close_async(self) -> None:
         if self._opened:
             await self._pool.close()
             self._opened = False
-        if self._sync_pool is not None:
-            await asyncio.to_thread(self.close_sync)
 
     def close_sync(self) -> None:
         with self._sync_pool_lock:
@@ -690,7 +667,7 @@ class PostgresDriver(RuleOperations):
         return (yield from insert_checked(jobs, quota, self._write_rows))
 
     def _write_rows(self, jobs: Sequence[NewJob], waiting: Sequence[bool]) -> Plan[list[Job]]:
-        rows = [_insert_row(job, wait) for job, wait in zip(jobs, waiting, strict=True)]
+        rows = [insert_row(job, wait) for job, wait in zip(jobs, waiting, strict=True)]
         if len(rows) == 1:
             payload = storable_json(rows[0]["payload"])
             created = yield Run("insert_job", {**rows[0], "payload": payload})
@@ -920,13 +897,7 @@ class PostgresDriver(RuleOperations):
         jobs = await self._fetch_jobs("jobs_by_idempotency_keys", {"keys": [key]})
         return jobs[0] if jobs else None
 
-    async def list_jobs(self, params: ListParams) -> list[Job]:
-        return await self._list("list_jobs", params)
-
-    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
-        return await self._list("list_jobs_lean", params)
-
-    async def _list(self, query: str, params: ListParams) -> list[Job]:
+    async def list_by(self, query: str, params: ListParams) -> list[Job]:
         return await self._fetch_jobs(
             query,
             {
@@ -1215,18 +1186,18 @@ class PostgresDriver(RuleOperations):
             cur = await conn.execute(self._q["insert_api_key"], args)
             row = await cur.fetchone()
         assert row is not None  # INSERT ... RETURNING gives its row
-        return _api_key(row)
+        return api_key_of(row)
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
         async with self._connection() as conn:
             cur = await conn.execute(self._q["get_api_key"], {"id": key_id})
             row = await cur.fetchone()
-        return _api_key(row) if row else None
+        return api_key_of(row) if row else None
 
     async def list_api_keys(self) -> list[ApiKey]:
         async with self._connection() as conn:
             cur = await conn.execute(self._q["list_api_keys"])
-            return [_api_key(r) for r in await cur.fetchall()]
+            return [api_key_of(r) for r in await cur.fetchall()]
 
     async def revoke_api_key(self, key_id: str) -> bool:
         return bool(await self._fetch_ids("revoke_api_key", {"id": key_id}))
@@ -1252,20 +1223,6 @@ class PostgresDriver(RuleOperations):
             return []
         args = {"ids": list(job_ids), "tenant": tenant}
         return [int(i) for i in await self._fetch_ids("tenant_job_ids", args)]
-
-
-def _api_key(row: Sequence[Any]) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        name=row[1],
-        tenant=row[2],
-        scopes=tuple(row[3]),
-        secret_hash=row[4],
-        created_at=row[5],
-        expires_at=row[6],
-        last_used_at=row[7],
-        revoked_at=row[8],
-    )
 
 
 class PostgresListener:

@@ -71,13 +71,14 @@ from ..base import (
     QueueStat,
     StatusCount,
     WorkerRegistration,
-    unique_states_mask,
 )
 from ..common import (
     STATUS_BY_VALUE,
     LocalListener,
+    api_key_of,
     dump_json,
     dump_optional_json,
+    insert_row,
     job_row_builder,
     plain_batch,
     queued_job,
@@ -287,24 +288,11 @@ def _has_sql(text: str) -> bool:
 
 def _insert_row(job: NewJob, payload: str, waiting: bool) -> dict[str, Any]:
     """One job as insert_jobs takes it, its payload already encoded."""
-    return {
-        "queue": job.queue,
-        "kind": job.kind,
-        "payload": payload,
-        "priority": job.priority,
-        "run_at": _optional_epoch(job.run_at),
-        "max_attempts": job.max_attempts,
-        "tenant": job.tenant,
-        "idempotency_key": job.idempotency_key,
-        "unique_key": job.unique_key,
-        "unique_states": unique_states_mask(job),
-        "depends_on": dump_json(list(job.depends_on)),
-        "timeout_s": job.timeout_s,
-        "request_id": job.request_id,
-        "request_fingerprint": job.request_fingerprint,
-        "status": str(JobStatus.WAITING) if waiting else None,  # None: queued
-        "trace_context": job.trace_context,
-    }
+    row = insert_row(job, waiting)
+    row["payload"] = payload
+    row["run_at"] = _optional_epoch(job.run_at)
+    row["depends_on"] = dump_json(list(job.depends_on))
+    return row
 
 
 def _on_daemon_thread(conn: aiosqlite.Connection) -> aiosqlite.Connection:
@@ -372,7 +360,7 @@ class SqliteDriver(RuleOperations):
                 raise
             self._writer, self._reader = writer, reader
 
-    async def close(self) -> None:
+    async def close_async(self) -> None:
         # Under the write lock, so no transaction is cut off half way.
         async with self._write_lock:
             writer, reader = self._writer, self._reader
@@ -381,8 +369,6 @@ class SqliteDriver(RuleOperations):
                 if conn is not None:
                     with contextlib.suppress(sqlite3.Error):
                         await conn.close()
-        if self._sync_conn is not None:
-            await asyncio.to_thread(self.close_sync)
 
     def close_sync(self) -> None:
         with self._sync_lock:
@@ -922,13 +908,7 @@ class SqliteDriver(RuleOperations):
         rows = await self._read("jobs_by_idempotency_keys", {"keys": dump_json([key])})
         return _job(rows[0]) if rows else None
 
-    async def list_jobs(self, params: ListParams) -> list[Job]:
-        return await self._list("list_jobs", params)
-
-    async def list_jobs_lean(self, params: ListParams) -> list[Job]:
-        return await self._list("list_jobs_lean", params)
-
-    async def _list(self, query: str, params: ListParams) -> list[Job]:
+    async def list_by(self, query: str, params: ListParams) -> list[Job]:
         rows = await self._read(
             query,
             {
@@ -1193,16 +1173,9 @@ class SqliteDriver(RuleOperations):
 
 
 def _api_key(row: Sequence[Any]) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        name=row[1],
-        tenant=row[2],
-        scopes=tuple(orjson.loads(row[3])),
-        secret_hash=row[4],
-        created_at=_datetime(row[5]),
-        expires_at=_optional_datetime(row[6]),
-        last_used_at=_optional_datetime(row[7]),
-        revoked_at=_optional_datetime(row[8]),
+    scopes, created_at = orjson.loads(row[3]), _datetime(row[5])
+    return api_key_of(
+        (*row[:3], scopes, row[4], created_at, *(_optional_datetime(t) for t in row[6:9]))
     )
 
 
