@@ -634,9 +634,7 @@ class JobQueue:
     async def requeue(self, job_ids: Sequence[int], *, access: Access | None = None) -> list[int]:
         """Failed or cancelled jobs go back to queued, attempts reset (their history kept);
         the ids that did (others, and other tenants' jobs, are left as they are)."""
-        if access is not None and access.tenant is not None:
-            job_ids = await self.driver.tenant_job_ids(job_ids, access.tenant)
-        requeued = await self.driver.requeue(job_ids)
+        requeued = await self.driver.requeue(await self._own_ids(job_ids, access))
         self._wrote()
         return requeued
 
@@ -837,9 +835,16 @@ class JobQueue:
     async def running_by_worker(self) -> dict[str, int]:
         return await self.driver.running_by_worker()
 
-    async def discard(self, job_ids: Sequence[int]) -> list[int]:
-        """Delete dead letters (failed jobs; others are left alone) with their history."""
-        return await self.driver.discard_failed(job_ids)
+    async def discard(self, job_ids: Sequence[int], *, access: Access | None = None) -> list[int]:
+        """Delete dead letters (failed jobs; others, and other tenants' jobs, are left
+        alone) with their history; the ids deleted."""
+        return await self.driver.discard_failed(await self._own_ids(job_ids, access))
+
+    async def _own_ids(self, job_ids: Sequence[int], access: Access | None) -> Sequence[int]:
+        """The ids of ``job_ids`` that ``access`` may act on."""
+        if access is None or access.tenant is None or not job_ids:
+            return job_ids
+        return await self.driver.tenant_job_ids(job_ids, access.tenant)
 
     async def backlog(self, *, at_most: int = BACKLOG_CAP) -> Backlog:
         """Per queue, the jobs due and waiting and how long the oldest of them has waited,

@@ -9,8 +9,11 @@ from jobq import (
     InvalidTransitionError,
     JobNotFoundError,
     JobQueue,
+    JobStatus,
     SchemaMissingError,
 )
+from jobq.access import Access
+from jobq.storage.base import ListParams
 
 
 async def test_submit_says_what_became_of_each_job(jq: JobQueue) -> None:
@@ -69,3 +72,30 @@ async def test_a_database_never_migrated_says_to_run_migrate(
         assert (await jq.enqueue("k")).id == 1
     finally:
         await jq.close()
+
+
+async def test_an_access_keeps_a_tenant_to_its_own_jobs(jq: JobQueue) -> None:
+    """Every managing method that takes an ``access`` leaves other tenants' jobs alone and
+    answers as if they did not exist; the dashboard relies on it for tenant-bound keys."""
+    acme = Access(tenant="acme", scopes=frozenset({"jobs:manage"}))
+    ours, theirs = await jq.enqueue_many(
+        [jq.new_job("nobody-runs-this", {}, tenant=t, max_attempts=1) for t in ("acme", "other")]
+    )
+    await jq.run_worker(burst=True)  # an unknown kind fails at once: two dead letters
+    assert {(await jq.get(j.id)).status for j in (ours, theirs)} == {JobStatus.FAILED}
+
+    assert (await jq.get(ours.id, access=acme)).id == ours.id
+    with pytest.raises(JobNotFoundError):
+        await jq.get(theirs.id, access=acme)
+    assert await jq.find(theirs.id, access=acme) is None
+    listed = await jq.list_jobs(ListParams(statuses=[JobStatus.FAILED]), access=acme)
+    assert [j.id for j in listed] == [ours.id]
+
+    assert await jq.requeue([ours.id, theirs.id], access=acme) == [ours.id]
+    assert (await jq.get(theirs.id)).status is JobStatus.FAILED
+    await jq.cancel(ours.id)
+    await jq.requeue([ours.id])  # failed again below, by the same unknown kind
+    await jq.run_worker(burst=True)
+    assert await jq.discard([ours.id, theirs.id], access=acme) == [ours.id]
+    assert await jq.find(ours.id) is None
+    assert (await jq.get(theirs.id)).status is JobStatus.FAILED

@@ -12,9 +12,7 @@ from .auth import COOKIE, Action, Session
 from .session import (
     DashboardState,
     Forbidden,
-    NotFound,
     Posted,
-    View,
     session_of,
     set_session_cookie,
 )
@@ -143,12 +141,11 @@ async def apply_dead(posted: Posted) -> Response:
         return view.back("/ui/dead", "Choose requeue or discard")
     view.require(action)
     ids = _ids(form)
-    if view.identity.tenant is not None:
-        ids = [i for i in ids if await _visible(view, i)]
+    access = view.identity.access
     if action is Action.REQUEUE:
-        done = await view.jobq.requeue(ids)
+        done = await view.jobq.requeue(ids, access=access)
         return view.back("/ui/dead", f"Requeued {len(done)} of {len(ids)} jobs")
-    done = await view.jobq.discard(ids)
+    done = await view.jobq.discard(ids, access=access)
     return view.back("/ui/dead", f"Discarded {len(done)} of {len(ids)} jobs")
 
 
@@ -179,11 +176,3 @@ async def pause_or_resume(queue: str, verb: str, posted: Posted) -> Response:
     else:
         return view.back("/ui/queues", f"Unknown action {verb!r}")
     return view.back("/ui/queues", f"Queue {queue} {told}")
-
-
-async def _visible(view: View, job_id: int) -> bool:
-    try:
-        await view.job(job_id)
-    except NotFound:
-        return False
-    return True

@@ -22,6 +22,8 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from ..access import Access
+
 SCOPE_READ = "jobs:read"
 SCOPE_WRITE = "jobs:write"
 SCOPE_MANAGE = "jobs:manage"
@@ -42,6 +44,12 @@ class Identity:
     name: str
     scopes: frozenset[str]
     tenant: str | None = None  # a tenant-bound key sees only that tenant's jobs
+
+    @property
+    def access(self) -> Access:
+        """What the JobQueue's methods take: they keep a tenant-bound identity to its own
+        jobs, as they keep an API key."""
+        return Access(tenant=self.tenant, scopes=self.scopes)
 
 
 LOOPBACK = Identity("loopback (no keys)", frozenset({SCOPE_ADMIN}))

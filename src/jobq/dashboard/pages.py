@@ -76,10 +76,6 @@ def _filters(request: Request, identity: Identity) -> tuple[dict[str, str], List
     return shown, params
 
 
-def _no_nul(params: ListParams) -> bool:
-    return not any("\x00" in (v or "") for v in (params.kind, params.queue, params.tenant))
-
-
 @router.get("/jobs")
 async def jobs_page(view: CurrentView, request: Request) -> Response:
     jump = request.query_params.get("id", "").strip().lstrip("#")
@@ -88,7 +84,7 @@ async def jobs_page(view: CurrentView, request: Request) -> Response:
             return RedirectResponse(f"/ui/jobs/{int(jump)}", status_code=303)
         return view.back("/ui/jobs", f"{jump!r} is not a job id")
     shown, params = _filters(request, view.identity)
-    jobs = await view.jobq.list_jobs(params) if _no_nul(params) else []
+    jobs = await view.list_jobs(params)
     query = {k: v for k, v in shown.items() if v}
     older = urlencode({**query, "before": jobs[-1].id}) if len(jobs) == params.limit else None
     return view.render(
@@ -113,7 +109,7 @@ async def jobs_live(view: CurrentView, request: Request) -> StreamingResponse:
         ends = time.monotonic() + LIVE_FOR_S
         yield "retry: 2000\n\n"
         while time.monotonic() < ends and not await request.is_disconnected():
-            jobs = await view.jobq.list_jobs(params) if _no_nul(params) else []
+            jobs = await view.list_jobs(params)
             digest = hashlib.blake2b(
                 repr([(j.id, j.status, j.attempt, j.progress) for j in jobs]).encode()
             ).hexdigest()
@@ -206,11 +202,10 @@ async def dead_page(view: CurrentView, request: Request) -> Response:
         statuses=[JobStatus.FAILED],
         kind=shown["kind"] or None,
         queue=shown["queue"] or None,
-        tenant=view.identity.tenant,
         before_id=int(before) if before.isdigit() and 0 < int(before) < 2**63 else None,
         limit=PAGE_SIZE,
     )
-    jobs = await view.jobq.list_jobs(params) if _no_nul(params) else []
+    jobs = await view.list_jobs(params)
     query = {k: v for k, v in shown.items() if v}
     older = urlencode({**query, "before": jobs[-1].id}) if len(jobs) == PAGE_SIZE else None
     return view.render("dead.html", jobs=jobs, shown=shown, older=older)

@@ -14,6 +14,7 @@ from starlette.datastructures import FormData
 from ..app import JobQueue
 from ..errors import JobNotFoundError
 from ..model import Job
+from ..storage.base import ListParams
 from .auth import COOKIE, Action, DashboardAuth, Identity, Session, allowed_actions, can_view
 
 
@@ -88,16 +89,19 @@ class View:
         if self.identity.tenant is not None:
             raise Forbidden(f"{self.identity.name} sees only tenant {self.identity.tenant}")
 
+    async def list_jobs(self, params: ListParams) -> list[Job]:
+        """A page of jobs this identity may see (a tenant-bound key: its tenant's only)."""
+        if any("\x00" in (v or "") for v in (params.kind, params.queue, params.tenant)):
+            return []  # a filter no stored name can match, and the databases refuse NUL
+        return await self.jobq.list_jobs(params, access=self.identity.access)
+
     async def job(self, job_id: int) -> Job:
         """The job, if it exists and this identity may see it (a tenant-bound key: its
         tenant's only; another tenant's job is as absent as a purged one)."""
         try:
-            job = await self.jobq.get(job_id)
+            return await self.jobq.get(job_id, access=self.identity.access)
         except JobNotFoundError:
             raise NotFound(f"No job {job_id}: it never was, or retention purged it.") from None
-        if self.identity.tenant is not None and job.tenant != self.identity.tenant:
-            raise NotFound(f"No job {job_id}: it never was, or retention purged it.")
-        return job
 
 
 def set_session_cookie(response: Response, auth: DashboardAuth, session: Session) -> None:
