@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 
-from jobq.errors import MigrationError
+from jobq.errors import DatabaseUnavailableError, MigrationError
+from jobq.model import JobStatus
 from jobq.storage import connect, sqlfiles
+from jobq.storage.base import ClaimParams, Completion, Driver, Failure, NewJob
 from jobq.storage.sqlfiles import load_migrations
 
 
@@ -33,7 +37,8 @@ def schema_of(url: str) -> list[tuple[object, ...]]:
             )
     with psycopg.connect(url) as conn:
         columns = conn.execute(
-            """SELECT table_name, column_name, data_type, is_nullable, column_default
+            """SELECT table_name, column_name, data_type, domain_name, is_nullable,
+                      column_default
                FROM information_schema.columns
                WHERE table_schema = 'public' AND table_name LIKE 'jobq%%'
                  AND table_name <> 'jobq_migrations'"""
@@ -51,8 +56,15 @@ def schema_of(url: str) -> list[tuple[object, ...]]:
             "SELECT relname, reloptions::text FROM pg_class WHERE relname LIKE 'jobq%%'"
             " AND relname NOT LIKE 'jobq_migrations%%'"
         ).fetchall()
+        domains = conn.execute(
+            """SELECT t.typname, format_type(t.typbasetype, t.typtypmod), c.conname,
+                      pg_get_constraintdef(c.oid)
+               FROM pg_type t LEFT JOIN pg_constraint c ON c.contypid = t.oid
+               WHERE t.typtype = 'd' AND t.typname LIKE 'jobq%%'"""
+        ).fetchall()
         return sorted(
             [("column", *c) for c in columns]
+            + [("domain", *d) for d in domains]
             + [("index", *i) for i in indexes]
             + [("constraint", *c) for c in constraints]
             + [("options", *o) for o in options],
@@ -122,5 +134,176 @@ async def test_edited_migration_is_refused(unmigrated_url: str) -> None:
             await driver.migrate()
         with pytest.raises(MigrationError):
             await driver.rollback(0)
+    finally:
+        await driver.close()
+
+
+def rows_of(url: str) -> list[tuple[Any, ...]]:
+    """Every job, error and dependency row, as stored."""
+    tables = ("jobq_jobs", "jobq_job_errors", "jobq_job_dependencies")
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return [
+                (t, *row)
+                for t in tables
+                for row in conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+            ]
+    with psycopg.connect(url) as conn:
+        return [
+            (t, *row)
+            for t in tables
+            for row in conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+        ]
+
+
+async def _claim_one(driver: Driver, queue: str) -> Any:
+    [job] = await driver.claim_batch(ClaimParams("migration-test", 1, [queue]))
+    return job
+
+
+async def _queue_in_every_status(driver: Driver) -> dict[int, JobStatus]:
+    """A running queue's jobs: one in each status (and a scheduled one), each made the way
+    the queue makes it."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    queued, scheduled, parent, to_cancel = await driver.enqueue_many(
+        [
+            NewJob(kind="k", queue="idle", payload={"n": 1}),
+            NewJob(kind="k", queue="idle", run_at=later),
+            NewJob(kind="k", queue="parents"),
+            NewJob(kind="k", queue="idle", priority=7),
+        ]
+    )
+    [waiting] = await driver.enqueue_many([NewJob(kind="k", queue="idle", depends_on=(parent.id,))])
+    made: dict[int, JobStatus] = {
+        queued.id: JobStatus.QUEUED,
+        scheduled.id: JobStatus.QUEUED,
+        parent.id: JobStatus.QUEUED,
+        waiting.id: JobStatus.WAITING,
+    }
+    for status in ("running", "retrying", "succeeded", "failed"):
+        await driver.enqueue_many([NewJob(kind="k", queue=status, max_attempts=3, timeout_s=9.5)])
+        job = await _claim_one(driver, status)
+        if status == "retrying":
+            await driver.fail_many([Failure(job.id, job.attempt, "boom", "tb", retry_in_s=3600)])
+        elif status == "succeeded":
+            await driver.complete_many([Completion(job.id, job.attempt, {"ok": True})])
+        elif status == "failed":
+            await driver.fail_many([Failure(job.id, job.attempt, "boom", "tb")])
+        made[job.id] = JobStatus(status)
+    await driver.cancel(to_cancel.id)
+    made[to_cancel.id] = JobStatus.CANCELLED
+    return made
+
+
+async def _dependents_still_released(driver: Driver, queue: str) -> None:
+    """The parent's completion still queues its waiting dependent (a trigger on the table)."""
+    [parent] = await driver.enqueue_many([NewJob(kind="k", queue=queue)])
+    [child] = await driver.enqueue_many([NewJob(kind="k", queue="idle", depends_on=(parent.id,))])
+    assert (await driver.get(child.id)).status == JobStatus.WAITING  # type: ignore[union-attr]
+    claimed = await _claim_one(driver, queue)
+    assert claimed.id == parent.id
+    await driver.complete_many([Completion(parent.id, claimed.attempt)])
+    assert (await driver.get(child.id)).status == JobStatus.QUEUED  # type: ignore[union-attr]
+
+
+async def test_latest_migration_carries_a_running_queue_up_and_down(
+    unmigrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs in every status, their errors and dependencies, are carried across the newest
+    migration and back unchanged, and the queue keeps working on either side."""
+    every = load_migrations("sqlite" if unmigrated_url.startswith("sqlite") else "postgres")
+    driver = connect(unmigrated_url)
+    try:
+        monkeypatch.setattr(sqlfiles, "load_migrations", lambda _: every[:-1])
+        await driver.migrate()
+        monkeypatch.undo()
+        made = await _queue_in_every_status(driver)
+        assert set(made.values()) == set(JobStatus)
+        before = rows_of(unmigrated_url)
+
+        assert await driver.migrate() == [every[-1].version]
+        assert rows_of(unmigrated_url) == before
+        await _still_works(driver, unmigrated_url, made, "parents-up")
+
+        after_up = rows_of(unmigrated_url)
+        assert await driver.rollback(1) == [every[-1].version]
+        assert rows_of(unmigrated_url) == after_up
+        await _still_works(driver, unmigrated_url, made, "parents-down")
+    finally:
+        await driver.close()
+
+
+async def _still_works(
+    migrated_by: Driver, url: str, made: dict[int, JobStatus], queue: str
+) -> None:
+    """Each job reads back in its status, and dependents are released, from a process
+    started after the migration and from the one that ran it (whose connections prepared
+    statements before it: a call may fail once per connection, DatabaseUnavailableError,
+    and the next succeeds)."""
+    fresh = connect(url)
+    try:
+        for job_id, status in made.items():
+            assert (await fresh.get(job_id)).status == status  # type: ignore[union-attr]
+        await _dependents_still_released(fresh, queue)
+    finally:
+        await fresh.close()
+    for attempt in range(50):  # more than the connections its pool holds
+        try:
+            await _dependents_still_released(migrated_by, f"{queue}-{attempt}")
+            break
+        except DatabaseUnavailableError:
+            continue
+    else:
+        raise AssertionError("the migrating process's driver never recovered")
+
+
+# One row the database must refuse for each of its rules on a job's columns.
+BAD_ROWS = [
+    ("status", "INSERT INTO jobq_jobs (kind, status) VALUES ('k', 'lost')"),
+    ("queue", "INSERT INTO jobq_jobs (kind, queue) VALUES ('k', '')"),
+    ("kind", "INSERT INTO jobq_jobs (kind) VALUES (repeat('k', 129))"),
+    ("payload", "INSERT INTO jobq_jobs (kind, payload) VALUES ('k', '[1]')"),
+    ("priority", "INSERT INTO jobq_jobs (kind, priority) VALUES ('k', 1001)"),
+    ("max_attempts", "INSERT INTO jobq_jobs (kind, max_attempts) VALUES ('k', 0)"),
+    ("attempt", "INSERT INTO jobq_jobs (kind, attempt, max_attempts) VALUES ('k', 3, 2)"),
+    ("timeout", "INSERT INTO jobq_jobs (kind, timeout_s) VALUES ('k', 0)"),
+    ("running", "INSERT INTO jobq_jobs (kind, status) VALUES ('k', 'running')"),
+    ("update", "UPDATE jobq_jobs SET priority = -1001"),
+    ("copy", "COPY jobq_jobs (kind, priority) FROM STDIN"),
+]
+
+
+def _refuse(conn: psycopg.Connection[Any], rule: str, sql: str) -> None:
+    if rule == "copy":
+        with conn.cursor().copy(sql) as copy:
+            copy.write_row(("k", 5000))
+    else:
+        conn.execute(sql)
+
+
+@pytest.mark.parametrize(("rule", "sql"), BAD_ROWS, ids=[r for r, _ in BAD_ROWS])
+async def test_postgres_refuses_bad_rows_at_every_schema_version(
+    pg_url_unmigrated: str, rule: str, sql: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rules hold before and after the newest migration, and after its rollback."""
+    every = load_migrations("postgres")
+    driver = connect(pg_url_unmigrated)
+    try:
+        for step in ("before", "latest", "rolled back"):
+            if step == "before":
+                monkeypatch.setattr(sqlfiles, "load_migrations", lambda _: every[:-1])
+                await driver.migrate()
+                monkeypatch.undo()
+            elif step == "latest":
+                await driver.migrate()
+            else:
+                await driver.rollback(1)
+            with psycopg.connect(pg_url_unmigrated, autocommit=True) as conn:
+                conn.execute("INSERT INTO jobq_jobs (kind) VALUES ('fine')")
+                with pytest.raises(psycopg.errors.CheckViolation):
+                    _refuse(conn, rule, sql)
+                [(count,)] = conn.execute("SELECT count(*) FROM jobq_jobs").fetchall()
+                conn.execute("DELETE FROM jobq_jobs")
+            assert count == 1, step
     finally:
         await driver.close()

@@ -393,6 +393,15 @@ _POOLER_HINT = (
 )
 
 
+# A statement this connection prepared before a migration changed the columns it returns:
+# the server refuses to run it again, so the connection is dropped and the call may be retried.
+_STALE_HINT = "the schema changed under a prepared statement; its connection was replaced"
+
+
+def _stale_prepared(exc: psycopg.Error) -> bool:
+    return "cached plan must not change result type" in str(exc)
+
+
 @contextlib.contextmanager
 def _unavailable_as_our_error() -> Iterator[None]:
     try:
@@ -468,7 +477,13 @@ class PostgresDriver(RuleOperations):
         await self.open()
         with _unavailable_as_our_error():
             async with self._pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                except psycopg.errors.FeatureNotSupported as exc:
+                    if not _stale_prepared(exc):
+                        raise
+                    await conn.close()  # the pool replaces it, prepared statements and all
+                    raise DatabaseUnavailableError(f"{_STALE_HINT} ({exc})") from exc
 
     @contextlib.contextmanager
     def _connection_sync(self) -> Iterator[psycopg.Connection[Any]]:
@@ -489,7 +504,13 @@ class PostgresDriver(RuleOperations):
                 self._sync_pool.open(wait=False)
             pool = self._sync_pool
         with _unavailable_as_our_error(), pool.connection() as conn:
-            yield conn
+            try:
+                yield conn
+            except psycopg.errors.FeatureNotSupported as exc:
+                if not _stale_prepared(exc):
+                    raise
+                conn.close()
+                raise DatabaseUnavailableError(f"{_STALE_HINT} ({exc})") from exc
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
