@@ -415,7 +415,7 @@ def demo(
 ) -> None:
     """For development: enqueue COUNT jobs of the demo kinds (send_email, resize_image, ...),
     migrating the database first."""
-    target = resolve(None, database_url)
+    target = resolve(None, database_url, demo=True)
     _setup_tracing()
 
     async def work() -> None:

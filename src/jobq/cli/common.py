@@ -139,12 +139,14 @@ class Target:
     settings: Settings
 
 
-def resolve(app_spec: str | None, database_url: str | None, **overrides: Any) -> Target:
+def resolve(
+    app_spec: str | None, database_url: str | None, *, demo: bool = False, **overrides: Any
+) -> Target:
     """The one rule for every command: APP (the argument, else JOBQ_APP) gives the tasks and
-    the database; ``-d`` (or JOBQ_DATABASE_URL) overrides that database. Usage errors end
-    the command here."""
+    the database; ``-d`` (or JOBQ_DATABASE_URL) overrides that database. ``demo``: the demo
+    kinds whatever JOBQ_APP says (``jobq demo``). Usage errors end the command here."""
     settings = settings_for(database_url, **overrides)
-    if app_spec is None:  # commands whose APP shares a variadic argument read it here
+    if app_spec is None and not demo:  # commands with a variadic APP argument read it here
         app_spec = os.environ.get(APP_VARIABLE) or None
     try:
         return Target(load_app(app_spec, settings, database_url), settings)
