@@ -159,8 +159,9 @@ def often(ctx: JobContext) -> None:
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     (tmp_path / "myapp.py").write_text(textwrap.dedent(APP_MODULE))
-    migrated = jobq("migrate", "-d", "sqlite:///app.db", cwd=tmp_path)
+    migrated = jobq("migrate", "myapp:jq", cwd=tmp_path)  # the app's own database
     assert migrated.returncode == 0, migrated.stderr
+    assert (tmp_path / "app.db").exists() and not (tmp_path / "jobq.db").exists()
     return tmp_path
 
 

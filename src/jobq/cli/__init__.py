@@ -73,6 +73,15 @@ def _setup_tracing() -> None:
 
 @app.command()
 def migrate(
+    arguments: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[APP] [N]",
+            help="APP (module:attribute, or JOBQ_APP): migrate its database; N, with "
+            "--rollback: how many migrations to undo (default 1)",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
     rollback: Annotated[
         bool, typer.Option("--rollback", help="Undo the newest migration(s) instead")
@@ -80,28 +89,26 @@ def migrate(
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Undo every migration, then apply all again")
     ] = False,
-    steps: Annotated[
-        int | None, typer.Argument(help="With --rollback: how many to undo (default 1)")
-    ] = None,
     yes: Yes = False,
 ) -> None:
     """Bring the database schema up to date (or roll it back). Creates a missing SQLite
     file, never its directory. The only command that changes the schema."""
+    app_spec, steps = _migrate_arguments(arguments or [])
     if rollback and refresh:
         raise usage("use --rollback or --refresh, not both")
     if steps is not None and not rollback:
         raise usage("a step count goes with --rollback")
     if steps is not None and steps < 1:
         raise usage("the step count must be at least 1")
-    settings = settings_for(database_url)
-    where = shown_url(settings.database_url)
+    target = resolve(app_spec, database_url)
+    jobq = target.jobq
+    where = shown_url(jobq.settings.database_url)
     if rollback:
         confirm(f"roll back {steps or 1} migration(s) of {where}, dropping what they made", yes)
     if refresh:
         confirm(f"drop every jobq table of {where}, with all its jobs, and migrate again", yes)
 
     async def work() -> None:
-        jobq = JobQueue(settings=settings)
         try:
             if rollback:
                 undone = await jobq.rollback(steps or 1)
@@ -117,6 +124,15 @@ def migrate(
             await jobq.close()
 
     run(work)
+
+
+def _migrate_arguments(values: list[str]) -> tuple[str | None, int | None]:
+    """APP and N, in either order: N is the one that is a number."""
+    numbers = [v for v in values if v.strip().lstrip("+-").isdigit()]
+    names = [v for v in values if v not in numbers]
+    if len(numbers) > 1 or len(names) > 1:
+        raise usage("migrate takes [APP] [N]")
+    return (names[0] if names else None), (int(numbers[0]) if numbers else None)
 
 
 def _versions(versions: list[int]) -> str:
