@@ -203,7 +203,7 @@ def worker(
             worker.install_signal_handlers(asyncio.get_running_loop(), early_signals)
             # A worker started while the database is down or restarting waits for it (and a
             # signal meanwhile stops it cleanly); an unmigrated database stops it at once.
-            if await worker.until_database_answers(lambda: require_schema(jobq), "start"):
+            if await worker.until_database_answers(lambda: require_schema(jobq), "schema check"):
                 settle_heap()
                 await worker.run()
         finally:
