@@ -22,8 +22,7 @@ venv: $(STAMP)
 ## run: API + worker + demo kinds on ./jobq.db (SQLite), with some demo jobs to watch
 run: venv
 	$(BIN)/jobq migrate
-	$(BIN)/jobq demo --count $(DEMO_JOBS)
-	JOBQ_LOG_JSON=$${JOBQ_LOG_JSON:-false} JOBQ_LOG_JOBS=$${JOBQ_LOG_JOBS:-true} $(BIN)/jobq serve
+	JOBQ_LOG_JSON=$${JOBQ_LOG_JSON:-false} JOBQ_LOG_JOBS=$${JOBQ_LOG_JOBS:-true} $(BIN)/jobq serve --demo-jobs $(DEMO_JOBS)
 
 ## test: lint, type-check, then every test (PostgreSQL and SQLite); PYTEST_ARGS passes through
 test: venv lint

@@ -13,6 +13,8 @@ import pytest
 
 from jobq.storage.sqlfiles import load_migrations
 
+from .conftest import migrated_sqlite
+
 
 def jobq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -26,7 +28,8 @@ def jobq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+    """A migrated database: only `jobq migrate` migrates."""
+    return migrated_sqlite(tmp_path / "cli.db")
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
@@ -36,19 +39,20 @@ def one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
     assert lines[0].startswith("error: ") and text in lines[0], lines[0]
 
 
-def test_migrate_rollback_refresh(url: str) -> None:
+def test_migrate_rollback_refresh(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
     versions = [f"{m.version:04d}" for m in load_migrations("sqlite")]
     every = ", ".join(versions)
     assert jobq("migrate", "-d", url).stdout.strip() == f"applied: {every}"
     assert jobq("migrate", "-d", url).stdout.strip() == "applied: nothing"
-    assert jobq("migrate", "--rollback", "-d", url).stdout.strip() == (
+    assert jobq("migrate", "--rollback", "-d", url, "--yes").stdout.strip() == (
         f"rolled back: {versions[-1]}"
     )
     rest = len(versions) - 1
-    assert jobq("migrate", "--rollback", str(rest), "-d", url).stdout.strip() == (
+    assert jobq("migrate", "--rollback", str(rest), "-d", url, "--yes").stdout.strip() == (
         "rolled back: " + ", ".join(reversed(versions[:-1]))
     )
-    refreshed = jobq("migrate", "--refresh", "-d", url).stdout.strip().splitlines()
+    refreshed = jobq("migrate", "--refresh", "-d", url, "--yes").stdout.strip().splitlines()
     assert refreshed == ["rolled back: nothing", f"applied: {every}"]
 
 

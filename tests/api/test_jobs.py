@@ -408,6 +408,22 @@ async def test_dead_letters_list_requeue_and_retry(client: httpx.AsyncClient) ->
     assert_problem(await client.post("/jobs/777777/retry"), 404)
 
 
+async def test_requeueing_dead_letters_needs_a_selector(client: httpx.AsyncClient) -> None:
+    jq: JobQueue = client.jobq  # type: ignore[attr-defined]
+    bulk = [{"kind": "send_email", "max_attempts": 1, "queue": q} for q in ("a", "b")]
+    ids = (await client.post("/jobs/bulk", json=bulk)).json()["ids"]
+    for job in await jq.driver.claim_batch(ClaimParams("w", limit=2)):
+        await jq.driver.fail_many([Failure(job.id, job.attempt, "boom", "tb", None)])
+    for nothing in ({}, {"limit": 10}, {"all": False}):
+        assert_problem(await client.post("/dlq/requeue", json=nothing), 422, '"all": true')
+    assert_problem(await client.post("/dlq/requeue", json={"all": "yes"}), 422)
+    assert len((await client.get("/dlq")).json()["items"]) == 2  # nothing was requeued
+    r = await client.post("/dlq/requeue", json={"all": True})
+    assert sorted(r.json()["requeued"]) == sorted(ids)
+    spec = (await client.get("/api-docs/openapi.json")).json()
+    assert "refused" in spec["paths"]["/dlq/requeue"]["post"]["description"]
+
+
 async def test_queue_depth_limit_answers_429_and_accepts_nothing(make_client) -> None:  # type: ignore[no-untyped-def]
     client = await make_client(max_queue_depth=5)
     codes = [

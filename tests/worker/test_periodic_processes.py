@@ -62,7 +62,7 @@ def test_cli_lists_schedules_with_their_next_tick() -> None:
     )
     assert listed.returncode == 0, listed.stderr
     header, line = listed.stdout.strip().splitlines()
-    assert header.split() == ["NAME", "CRON", "TASK", "NEXT", "TICK", "(UTC)"]
+    assert header.split() == ["NAME", "CRON", "TZ", "TASK", "NEXT", "TICK"]
     assert line.startswith(f"{KIND} ") and "* * * * * *" in line
     assert datetime.fromisoformat(line.split()[-1]).utcoffset() == timedelta(0)
     demo = subprocess.run(

@@ -74,11 +74,21 @@ async def list_dead_letters(
     tags=["dead letters"],
     responses=problem_responses(400, 422, 503),
     summary="Requeue failed jobs by ids or by filter (attempts reset, history kept)",
+    description='Requeue the failed jobs named by `{"ids": [...]}`, or those matching '
+    '`{"kind": ..., "queue": ..., "limit": ...}`; `{"all": true}` selects every failed job '
+    "(up to `limit`, default 1000). An empty body selects nothing and is refused (422).",
 )
 async def requeue_dead_letters(body: RequeueIn, state: State, access: Manager) -> RequeueOut:
     if isinstance(body, RequeueByIds):
         ids = body.ids
     else:
+        if not body.selects:
+            raise ProblemError(
+                422,
+                "Invalid input",
+                'say which failed jobs to requeue: "ids", "kind", "queue", or "all": true '
+                "for every one (up to limit)",
+            )
         failed = await state.jobq.list_jobs(
             ListParams(
                 statuses=[JobStatus.FAILED], kind=body.kind, queue=body.queue, limit=body.limit

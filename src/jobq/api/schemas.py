@@ -237,15 +237,33 @@ class RequeueByIds(BaseModel):
 
 
 class RequeueByFilter(BaseModel):
-    """Requeue every failed job matching the filters (up to ``limit``)."""
+    """Requeue every failed job matching the filters (up to ``limit``). A selector is
+    required: ``kind``, ``queue``, or ``"all": true`` for every failed job; ``{}`` is refused
+    rather than read as "everything"."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["kind"], "properties": {"kind": {"type": "string"}}},
+                {"required": ["queue"], "properties": {"queue": {"type": "string"}}},
+                {"required": ["all"], "properties": {"all": {"const": True}}},
+            ]
+        },
+    )
 
     kind: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
     queue: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
+    all: bool = Field(
+        False, strict=True, description="With no kind or queue: every failed job (up to limit)"
+    )
     limit: int = Field(1000, ge=1, le=10_000, description="Most jobs requeued by a filter")
 
     _numbers = field_validator("limit", mode="before")(refuse_bools)
+
+    @property
+    def selects(self) -> bool:
+        return self.kind is not None or self.queue is not None or self.all
 
 
 RequeueIn = RequeueByIds | RequeueByFilter

@@ -160,10 +160,19 @@ def database_path(url: str) -> Path:
 def create_private(path: Path) -> None:
     """Create the database file, if new, readable and writable by its owner only: it holds
     every job's payload and result. SQLite gives its -wal and -shm files the same mode."""
+    if not path.parent.is_dir():
+        # Never a directory: a typo in the URL would leave folders behind. Unavailable
+        # rather than misconfigured: a volume may be mounted late.
+        raise DatabaseUnavailableError(
+            f"SQLite database {path}: directory {path.parent} does not exist (jobq creates "
+            "the database file, not its directory)"
+        )
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
+    except OSError as exc:
+        raise DatabaseUnavailableError(f"cannot create SQLite database {path}: {exc}") from exc
     os.close(fd)
 
 
@@ -345,13 +354,7 @@ class SqliteDriver(RuleOperations):
                     f"jobq needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} or newer; "
                     f"this Python uses {sqlite3.sqlite_version}"
                 )
-            try:
-                await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
-                await asyncio.to_thread(create_private, self._path)
-            except OSError as exc:
-                raise DatabaseUnavailableError(
-                    f"cannot create the directory for SQLite database {self._path}: {exc}"
-                ) from exc
+            await asyncio.to_thread(create_private, self._path)
             writer = await self._connect()
             try:
                 reader = await self._connect()
@@ -403,9 +406,8 @@ class SqliteDriver(RuleOperations):
 
     def _connect_sync(self) -> sqlite3.Connection:
         # No WAL switch here: a file jobq has migrated is in WAL mode already.
+        create_private(self._path)
         with self._translate():
-            with contextlib.suppress(OSError):  # a missing directory: connect says so
-                create_private(self._path)
             conn = sqlite3.connect(
                 self._path,
                 isolation_level=None,

@@ -1,0 +1,5 @@
+"""``python -m jobq.cli``: the ``jobq`` command."""
+
+from . import main
+
+main()
