@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from jobq import JobQueue
 from jobq.storage.sqlfiles import load_migrations
 
 from .conftest import migrated_sqlite
@@ -166,3 +168,29 @@ def test_keys_create_list_revoke(url: str) -> None:
     one_line_error(jobq("keys", "create", "-d", url, "--tenant", "a", "--scopes", "root"), "root")
     one_line_error(jobq("keys", "create", "-d", url, "--scopes", "jobs:read"), "--admin")
     assert jobq("keys", "create", "--admin", "-d", url).returncode == 0
+
+
+def test_the_worker_runs_on_uvloop_when_it_is_installed(url: str, tmp_path: Path) -> None:
+    """The worker's event loop is uvloop's, as the API server's is (uvicorn[standard])."""
+    (tmp_path / "loopapp.py").write_text(
+        "import asyncio\n"
+        "from jobq import JobQueue\n"
+        "jq = JobQueue()\n"
+        "@jq.task()\n"
+        "async def which_loop(ctx) -> str:\n"
+        "    return type(asyncio.get_running_loop()).__module__\n"
+    )
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "PYTHONPATH": str(tmp_path)}
+    assert jobq("enqueue", "loopapp:jq", "which_loop", "{}", env=env).returncode == 0
+    ran = jobq("worker", "loopapp:jq", "--burst", env=env)
+    assert ran.returncode == 0, ran.stderr
+
+    async def result() -> object:
+        jq = JobQueue(url)
+        try:
+            (job,) = await jq.list(kind="which_loop")
+            return job.result
+        finally:
+            await jq.close()
+
+    assert asyncio.run(result()) == "uvloop"

@@ -116,11 +116,24 @@ def settings_for(database_url: str | None, **overrides: Any) -> Settings:
 
 
 def run(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; expected failures end the command as ``exit_for`` says."""
+    """Run a coroutine on a new event loop (uvloop's where installed: see ``event_loops``);
+    expected failures end the command as ``exit_for`` says."""
     try:
-        return asyncio.run(_call(make))
+        with asyncio.Runner(loop_factory=event_loops()) as runner:
+            return runner.run(_call(make))
     except (JobqError, CliError, pydantic.ValidationError) as exc:
         raise exit_for(exc) from None
+
+
+def event_loops() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (with uvicorn[standard], on Linux and macOS),
+    as the API's server picks it too: a worker's cost per job is mostly event-loop work
+    (tasks, futures, socket reads), which uvloop does in C. None: asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _call(make: Callable[[], Awaitable[T]]) -> T:
