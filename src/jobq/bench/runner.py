@@ -37,9 +37,9 @@ from .cases import (
     worker_env,
 )
 from .executors import executor_cases, executor_rate
-from .httpload import post_load
+from .httpload import LoadResult, post_load
 from .steady import long_running
-from .sysstat import ServerCpu, parent_of
+from .sysstat import ServerCpu, cpu_seconds, parent_of
 
 ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale", "steady", "executors", "hosts")
 
@@ -178,54 +178,98 @@ async def run_cases(
 
 
 async def http_post(url: str, server: ServerCpu, *, single: bool) -> CaseResult:
-    """POST /jobs (one job per request) or POST /jobs/bulk (1000 per request) against a real
-    `jobq api` process; 201s counted against the jobs found in the database."""
-    port = free_port()
-    env = {**worker_env(url), "JOBQ_API_PORT": str(port)}
-    api = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not wait on it
-        [sys.executable, "-m", "jobq.cli", "api", "jobq.bench.tasks:jq"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """POST /jobs (one job per request) or POST /jobs/bulk (1000 per request) against real
+    `jobq api` processes, one per core (each on a port of its own, the connections split
+    evenly); 201s counted against the jobs found in the database."""
+    processes = os.cpu_count() or 1
+    ports: list[int] = []
+    while len(ports) < processes:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    apis = [
+        subprocess.Popen(  # noqa: ASYNC220 - starting a process does not wait on it
+            [sys.executable, "-m", "jobq.cli", "api", "jobq.bench.tasks:jq"],
+            env={**worker_env(url), "JOBQ_API_PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
     try:
-        await _wait_http(port)
+        for port in ports:
+            await _wait_http(port)
         if single:
             body, connections, per_connection, jobs_per_request = b'{"kind":"noop"}', 64, 80, 1
         else:
             batch = json.dumps([{"kind": "noop"}] * 1000).encode()
             body, connections, per_connection, jobs_per_request = batch, 4, 10, 1000
-        db0 = server.total()
-        load = await post_load(
-            "127.0.0.1",
-            port,
-            "/jobs" if single else "/jobs/bulk",
-            body,
-            connections=connections,
-            per_connection=per_connection,
-        )
+
+        async def load_all(requests_each: int) -> list[LoadResult]:
+            return await asyncio.gather(
+                *(
+                    post_load(
+                        "127.0.0.1",
+                        port,
+                        "/jobs" if single else "/jobs/bulk",
+                        body,
+                        connections=connections // processes + (i < connections % processes),
+                        per_connection=requests_each,
+                    )
+                    for i, port in enumerate(ports)
+                )
+            )
+
+        # Unmeasured first: each process's pool filled, its statements prepared, so that
+        # the latencies are of a running API, not of its first second.
+        warm_up = await load_all(max(1, per_connection // 8))
+        db0, api0, client0 = server.total(), _cpu_of(apis), time.process_time()
+        began = time.perf_counter()
+        loads = await load_all(per_connection)
+        seconds = time.perf_counter() - began
+        api_cpu, client_cpu = _cpu_of(apis) - api0, time.process_time() - client0
         db_cpu = None if db0 is None else (server.total() or 0) - db0
     finally:
-        api.terminate()
-        api.wait(30)
-    ok = load.statuses.get(201 if single else 200, 0)
+        for api in apis:
+            api.terminate()
+        for api in apis:
+            api.wait(30)
+    requests = sum(load.requests for load in loads)
+    ok = sum(load.statuses.get(201 if single else 200, 0) for load in loads)
+    warmed = sum(load.statuses.get(201 if single else 200, 0) for load in warm_up)
+    if warmed != sum(load.requests for load in warm_up):
+        raise RuntimeError(f"HTTP warm-up failed: {[load.statuses for load in warm_up]}")
     driver = connect(url)
     try:
         stored = sum(s.count for s in await driver.stats())
     finally:
         await driver.close()
-    if ok != load.requests or stored != ok * jobs_per_request:
-        raise RuntimeError(f"HTTP check failed: statuses {load.statuses}, {stored} jobs stored")
-    lat = statistics.quantiles(load.latencies, n=100, method="inclusive")
-    name = "POST /jobs, 64 connections" if single else "POST /jobs/bulk x1000, 4 connections"
-    result = CaseResult(name, stored, load.seconds, stored / load.seconds)
+    if ok != requests or stored != (ok + warmed) * jobs_per_request:
+        statuses = [load.statuses for load in loads]
+        raise RuntimeError(f"HTTP check failed: statuses {statuses}, {stored} jobs stored")
+    latencies = [t for load in loads for t in load.latencies]
+    lat = statistics.quantiles(latencies, n=100, method="inclusive")
+    apis_named = f"{processes} API process{'es' if processes > 1 else ''}"
+    name = (
+        f"POST /jobs, 64 connections, {apis_named}"
+        if single
+        else f"POST /jobs/bulk x1000, 4 connections, {apis_named}"
+    )
+    result = CaseResult(name, ok * jobs_per_request, seconds, ok * jobs_per_request / seconds)
     result.extra = {
-        "requests_per_s": load.requests / load.seconds,
+        "requests_per_s": requests / seconds,
         "p50_ms": lat[49] * 1000,
         "p99_ms": lat[98] * 1000,
+        "api_processes": processes,
+        "api_cpu_us_per_request": api_cpu / requests * 1e6,
+        "client_cpu_us_per_request": client_cpu / requests * 1e6,
     }
     result.db_cpu_s = db_cpu
     return result
+
+
+def _cpu_of(processes: list[subprocess.Popen[bytes]]) -> float:
+    return sum(cpu_seconds(p.pid) for p in processes)
 
 
 async def _wait_http(port: int, timeout: float = 30) -> None:
@@ -265,6 +309,11 @@ def _rate(r: CaseResult) -> str:
     text = f"{r.per_second:,.0f}/s ({r.n:,} in {r.seconds:.2f} s)" if r.per_second else ""
     if "p99_ms" in r.extra:
         text += f", p50 {r.extra['p50_ms']:.1f} ms, p99 {r.extra['p99_ms']:.1f} ms"
+    if "api_cpu_us_per_request" in r.extra:
+        text += (
+            f"; CPU a request: API {r.extra['api_cpu_us_per_request']:.0f} µs, "
+            f"client {r.extra['client_cpu_us_per_request']:.0f} µs"
+        )
     if r.ratio is not None:
         text += f", {r.ratio:.2f}x bare ({r.reference_per_second:,.0f}/s)"
     if "plain_insert_into_jobs_table_per_s" in r.extra:
