@@ -16,6 +16,7 @@ import pydantic
 
 from . import rollup
 from .access import Access
+from .batching import GroupCommit, shares_an_insert
 from .config import Settings
 from .errors import (
     ConfigurationError,
@@ -159,6 +160,7 @@ class JobQueue:
         self._tracer: JobTracer | None = None
         self._tracer_resolved = False  # see the tracer property
         self._reads: ReadRouter | None = None  # with JOBQ_READ_DATABASE_URL (see replica.py)
+        self._group: GroupCommit | None = None  # see _shared_insert
 
     @property
     def tasks(self) -> dict[str, Task[Any, Any]]:
@@ -218,6 +220,11 @@ class JobQueue:
         await self.driver.ping()
 
     async def close(self) -> None:
+        """Wait for the enqueues in progress (see batching.py), then close the connections."""
+        if self._group is not None:
+            group, self._group = self._group, None
+            if group.loop is asyncio.get_running_loop():
+                await group.close()
         if self._reads is not None:
             await self._reads.close()
             self._reads = None
@@ -500,7 +507,13 @@ class JobQueue:
         new job because its idempotency key was ``replayed`` (the same job asked again) or
         ``key_reused`` (the key names a different job), or its ``unique_key_held`` by an
         active job. ``Enqueued.job`` is the job that answers the request either way.
-        With tracing on, the enqueue is a span whose context every job carries."""
+        With tracing on, the enqueue is a span whose context every job carries.
+
+        One job without ``connection``, from concurrent callers, shares an INSERT with the
+        others' (group commit, see batching.py) unless a check that could refuse it alone
+        applies (parents, a tenant quota); each caller still gets its own answer or error."""
+        if connection is None and len(jobs) == 1 and shares_an_insert(jobs[0], self.settings):
+            return [await self._shared_insert(jobs[0])]
         tracer = self._tracer_for(jobs)
         if tracer is None:
             answers = await self.driver.enqueue(jobs, connection=connection)
@@ -510,6 +523,25 @@ class JobQueue:
                 sending.record([a.job.id for a in answers])
         self._wrote()
         return answers
+
+    async def _shared_insert(self, job: NewJob) -> Enqueued:
+        refuse_unstorable_job(job)  # its own error: a bad job must not fail its neighbours
+        loop = asyncio.get_running_loop()
+        if self._group is None or self._group.loop is not loop:
+            self._group = GroupCommit(self._insert_shared)
+        group = self._group
+        tracer = self._tracer_for([job])
+        if tracer is None:
+            answer = await group.enqueue(job)
+        else:
+            with tracer.enqueuing([job]) as sending:  # a span per call, as without batching
+                answer = await group.enqueue(sending.jobs[0])
+                sending.record([answer.job.id])
+        self._wrote()
+        return answer
+
+    async def _insert_shared(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        return await self.driver.enqueue(jobs)
 
     def submit_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
         """``submit`` for synchronous code (see ``enqueue_many_sync``)."""

@@ -155,6 +155,31 @@ async def test_http_enqueue_and_attempt_make_one_trace(
     )
 
 
+async def test_concurrent_defers_sharing_an_insert_each_get_their_own_span(
+    traced: JobQueue, exporter: InMemorySpanExporter
+) -> None:
+    @traced.task(name="note", queue="notes")
+    async def note(ctx: JobContext, n: int) -> None:
+        return None
+
+    jobs = await asyncio.gather(*(note.defer(n) for n in range(20)))
+    sends = by_name(exporter.get_finished_spans(), "send notes")
+    assert len(sends) == 20  # a span per call, though the calls shared inserts
+    by_id = {s.attributes["messaging.message.id"]: s for s in sends if s.attributes}
+    for job in jobs:
+        stored = await traced.get(job.id)
+        span = by_id[str(job.id)]  # each span names its own job...
+        assert span.context is not None
+        # ...and each job carries its own call's span as its parent context.
+        assert stored.trace_context is not None
+        _, trace_id, span_id, _ = stored.trace_context.split("-")
+        assert (trace_id, span_id) == (
+            f"{span.context.trace_id:032x}",
+            f"{span.context.span_id:016x}",
+        )
+    assert len({s.context.trace_id for s in sends if s.context}) == 20  # none in another's trace
+
+
 async def test_every_attempt_of_a_retried_job_continues_its_enqueue(
     traced: JobQueue, exporter: InMemorySpanExporter
 ) -> None:

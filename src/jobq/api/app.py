@@ -17,7 +17,6 @@ from ..observability.metrics import Metrics, bound_labels
 from ..observability.tracing import UNTRACED_URLS
 from ..worker.runtime import Worker
 from .authenticator import Authenticator
-from .batching import EnqueueBatcher
 from .browser import BrowserGuardMiddleware
 from .docs_page import install_docs
 from .limits import BodyLimitMiddleware, DepthGate, RateLimiter, StreamSlots
@@ -67,7 +66,6 @@ def create_app(
                 housekeeping.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await housekeeping
-            await app.state.jobq_api.batcher.close()
             await app.state.jobq_api.auth.close()
             await jobq.close()
 
@@ -94,7 +92,6 @@ def create_app(
             if settings.max_queue_depth > 0
             else None
         ),
-        batcher=EnqueueBatcher(jobq.submit),
         auth=Authenticator(jobq, settings.auth_cache_s),
         quotas=TenantQuotas(settings),
         streams=StreamSlots(settings.max_event_streams, settings.max_event_streams_per_client),

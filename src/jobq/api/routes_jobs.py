@@ -229,7 +229,7 @@ async def create_job(
         if existing is not None:
             return replay_or_conflict(existing, body, response, state, access)
     await ensure_room(state, {new_job.queue: 1})
-    validate_new_job(new_job)  # before batching: one bad job must not fail its neighbours
+    validate_new_job(new_job)  # before the quota is charged for it
     state.jobq.refuse_foreign([new_job], access)
     state.quotas.charge(new_job.tenant, 1, payload_bytes)
     tracer = state.jobq.tracer
@@ -256,12 +256,10 @@ async def create_job(
 
 
 async def insert_one(state: ApiState, new_job: NewJob, access: Access) -> Enqueued:
-    if new_job.depends_on or (new_job.tenant and state.settings.tenant_max_queued):
-        # Checks that can refuse this one job (an unknown parent, a full tenant quota) must
-        # not share a batch with other requests' jobs.
-        (answer,) = await state.jobq.submit_for([new_job], access)
-        return answer
-    return await state.batcher.enqueue(new_job)
+    # Concurrent requests share an INSERT (group commit in the JobQueue, see batching.py);
+    # a job with parents or under a tenant quota goes alone, its checks its own.
+    (answer,) = await state.jobq.submit_for([new_job], access)
+    return answer
 
 
 async def job_or_404(state: ApiState, job_id: int, access: Access) -> Job:

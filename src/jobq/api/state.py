@@ -10,7 +10,6 @@ from ..app import JobQueue
 from ..config import Settings
 from ..observability.metrics import Metrics
 from .authenticator import Authenticator
-from .batching import EnqueueBatcher
 from .limits import DepthGate, RateLimiter, StreamSlots
 from .quotas import TenantQuotas
 
@@ -22,7 +21,6 @@ class ApiState:
     metrics: Metrics
     rate_limiter: RateLimiter | None
     depth_gate: DepthGate | None
-    batcher: EnqueueBatcher
     auth: Authenticator
     quotas: TenantQuotas
     streams: StreamSlots

@@ -44,6 +44,7 @@ class CaseResult:
 
 
 BULK_CHUNK = 5000  # jobs per enqueue_many call in the bulk enqueue case
+PRODUCERS = 32  # concurrent producers in the concurrent one-by-one case
 
 
 def bench_settings(url: str) -> Settings:
@@ -78,6 +79,22 @@ async def enqueue_one_by_one(url: str, n: int, server: ServerCpu) -> CaseResult:
             await jq.enqueue_many([NewJob(kind="noop")])
 
     return await _measure_enqueue(url, n, server, "enqueue one by one", one_at_a_time)
+
+
+async def enqueue_concurrently(url: str, n: int, server: ServerCpu, producers: int) -> CaseResult:
+    """The same single-job calls from ``producers`` coroutines at once, through the front
+    door (their calls share INSERTs: group commit, see jobq/batching.py)."""
+
+    async def at_once(jq: JobQueue) -> None:
+        async def produce(count: int) -> None:
+            for _ in range(count):
+                await jq.enqueue_many([NewJob(kind="noop")])
+
+        shares = [n // producers + (i < n % producers) for i in range(producers)]
+        await asyncio.gather(*(produce(k) for k in shares))
+
+    name = f"enqueue one by one, {producers} producers"
+    return await _measure_enqueue(url, n, server, name, at_once)
 
 
 async def enqueue_one_by_one_sync(url: str, n: int, server: ServerCpu) -> CaseResult:
@@ -243,13 +260,15 @@ async def idle_latency(url: str, samples: int, server: ServerCpu) -> CaseResult:
         await asyncio.to_thread(reap, workers)
     await check_all_succeeded(jq, samples)
     await jq.close()
-    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     return CaseResult(
-        "idle latency enqueue -> start",
-        samples,
-        sum(latencies),
-        extra={"p50_ms": quantiles[49] * 1000, "p95_ms": quantiles[94] * 1000},
+        "idle latency enqueue -> start", samples, sum(latencies), extra=percentiles(latencies)
     )
+
+
+def percentiles(latencies: Sequence[float]) -> dict[str, float]:
+    """p50, p95 and p99 of latencies in seconds, in milliseconds."""
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {f"p{p}_ms": quantiles[p - 1] * 1000 for p in (50, 95, 99)}
 
 
 async def wait_for_workers(jq: JobQueue, count: int, timeout: float = 60) -> None:

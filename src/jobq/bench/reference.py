@@ -10,6 +10,7 @@ one transaction).
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import sqlite3
 import time
@@ -176,3 +177,96 @@ def count_rows(url: str, status: str | None = None, table: str = "bench_ref") ->
         with psycopg.connect(url) as pg:
             row = pg.execute(query.format("%(status)s::text"), {"status": status}).fetchone()
     return int(row[0]) if row else 0
+
+
+def insert_concurrently(url: str, n: int, producers: int) -> float:
+    """Seconds for ``n`` single-row inserts into the bare table from ``producers`` connections
+    at once (asyncio, one process: the shape of jobq's concurrent case), each its own
+    transaction. PostgreSQL only."""
+    _create_table(url)
+    insert = b"INSERT INTO bench_ref (status, payload) VALUES ('todo', '{}') RETURNING id"
+
+    async def run() -> float:
+        conns = [
+            await psycopg.AsyncConnection.connect(url, autocommit=True) for _ in range(producers)
+        ]
+        try:
+
+            async def produce(conn: psycopg.AsyncConnection[Any], count: int) -> None:
+                for _ in range(count):
+                    await (await conn.execute(insert)).fetchall()
+
+            shares = [n // producers + (i < n % producers) for i in range(producers)]
+            began = time.perf_counter()
+            await asyncio.gather(*(produce(c, k) for c, k in zip(conns, shares, strict=True)))
+            return time.perf_counter() - began
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    return asyncio.run(run())
+
+
+_CLAIM_ONE = (
+    "UPDATE bench_ref SET status = 'running' WHERE id IN (SELECT id FROM bench_ref"
+    " WHERE status = 'todo' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id"
+)
+
+
+def _pg_latency_worker(url: str, ready: Any) -> None:
+    """Wait for a notification (or 50 ms), claim what is due, stamp the claim's time into the
+    row, until a notification says stop."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("LISTEN bench_ref")
+        ready.wait()
+        while True:
+            notes = list(conn.notifies(timeout=0.05, stop_after=1))
+            if any(note.payload == "stop" for note in notes):
+                return
+            while row := conn.execute(_CLAIM_ONE).fetchone():
+                claimed = time.time()
+                conn.execute(
+                    "UPDATE bench_ref SET status = 'done', payload = jsonb_build_object('t', %s)"
+                    " WHERE id = %s",
+                    (claimed, row[0]),
+                )
+
+
+def idle_latency(url: str, samples: int, gap_s: float = 0.05) -> list[float]:
+    """Seconds from just before each INSERT to its claim by an idle bare worker, one row at a
+    time with ``gap_s`` between (as jobq's latency case). PostgreSQL only."""
+    _create_table(url)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Barrier(2)
+    worker = ctx.Process(target=_pg_latency_worker, args=(url, ready))
+    worker.start()
+    latencies: list[float] = []
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            ready.wait(timeout=60)
+            for _ in range(samples):
+                sent = time.time()
+                row = conn.execute(
+                    "WITH new AS (INSERT INTO bench_ref (status, payload) VALUES ('todo', '{}')"
+                    " RETURNING id) SELECT id, pg_notify('bench_ref', '') FROM new"
+                ).fetchone()
+                assert row is not None
+                deadline = time.monotonic() + 30
+                while True:
+                    done = conn.execute(
+                        "SELECT payload->>'t' FROM bench_ref WHERE id = %s AND status = 'done'",
+                        (row[0],),
+                    ).fetchone()
+                    if done is not None:
+                        latencies.append(float(done[0]) - sent)
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the bare latency worker did not claim in time")
+                    time.sleep(0.0005)
+                time.sleep(gap_s)
+            conn.execute("NOTIFY bench_ref, 'stop'")
+    finally:
+        worker.join(30)
+        if worker.is_alive():
+            worker.kill()
+    return latencies

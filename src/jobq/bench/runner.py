@@ -25,15 +25,18 @@ from ..storage import connect
 from . import reference
 from .cases import (
     BULK_CHUNK,
+    PRODUCERS,
     CaseResult,
     drain,
     drain_at_scale,
     end_to_end,
     enqueue_bulk,
+    enqueue_concurrently,
     enqueue_one_by_one,
     enqueue_one_by_one_sync,
     free_port,
     idle_latency,
+    percentiles,
     worker_env,
 )
 from .executors import executor_cases, executor_rate
@@ -136,6 +139,15 @@ async def run_cases(
             raise RuntimeError(f"reference insert stored {stored} of {count} rows")
         return count / seconds
 
+    async def reference_concurrent_insert(count: int) -> float:
+        async with fresh_database(url) as fresh:
+            insert = functools.partial(reference.insert_concurrently, fresh, count, PRODUCERS)
+            seconds = await asyncio.to_thread(insert)
+            stored = await asyncio.to_thread(reference.count_rows, fresh, None)
+        if stored != count:
+            raise RuntimeError(f"reference insert stored {stored} of {count} rows")
+        return count / seconds
+
     if "enqueue" in cases:
         one_by_one = min(n, 5000)
         for count, chunk, make in (
@@ -148,6 +160,9 @@ async def run_cases(
             # The same plain inserts into jobq's own table: what its schema costs.
             jobs_table = await reference_insert(count, chunk, "jobq_jobs")
             result.extra["plain_insert_into_jobs_table_per_s"] = jobs_table
+        if not url.startswith("sqlite"):  # one writer at a time there: nothing to share
+            result = await case(lambda u: enqueue_concurrently(u, one_by_one, server, PRODUCERS))
+            result.reference_per_second = await reference_concurrent_insert(one_by_one)
     if "drain" in cases:
         for processes in (1, 2):
             result = await case(lambda u, k=processes: drain(u, n, k, server))  # type: ignore[misc]
@@ -156,7 +171,11 @@ async def run_cases(
         result = await case(lambda u: end_to_end(u, n, 2, server))
         result.reference_per_second = await reference_drain(2)
     if "latency" in cases:
-        await case(lambda u: idle_latency(u, samples, server))
+        result = await case(lambda u: idle_latency(u, samples, server))
+        if not url.startswith("sqlite"):
+            async with fresh_database(url) as fresh:
+                bare = await asyncio.to_thread(reference.idle_latency, fresh, samples)
+            result.extra.update({f"bare_{k}": v for k, v in percentiles(bare).items()})
     if "scale" in cases:
         await case(lambda u: drain_at_scale(u, scale_n, 2, server))
     if "steady" in cases:
@@ -305,7 +324,14 @@ def _rate(r: CaseResult) -> str:
             f"/{e['last_tenth_per_s']:,.0f}/s" + _rss_change(e)
         )
     if "p50_ms" in r.extra and r.per_second is None:
-        return f"p50 {r.extra['p50_ms']:.2f} ms, p95 {r.extra['p95_ms']:.2f} ms"
+        e = r.extra
+        text = f"p50 {e['p50_ms']:.2f} ms, p95 {e['p95_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms"
+        if "bare_p50_ms" in e:
+            text += (
+                f"; bare p50 {e['bare_p50_ms']:.2f} ms, p99 {e['bare_p99_ms']:.2f} ms"
+                f" (p50 {e['p50_ms'] - e['bare_p50_ms']:+.2f} ms)"
+            )
+        return text
     text = f"{r.per_second:,.0f}/s ({r.n:,} in {r.seconds:.2f} s)" if r.per_second else ""
     if "p99_ms" in r.extra:
         text += f", p50 {r.extra['p50_ms']:.1f} ms, p99 {r.extra['p99_ms']:.1f} ms"

@@ -1,0 +1,101 @@
+"""Group commit for single-job enqueues from concurrent callers.
+
+Each eligible one-job enqueue (``jq.enqueue``, ``task.defer``, ``POST /jobs``) hands its job
+to the JobQueue's GroupCommit and waits. While one INSERT is in flight, the jobs of calls
+arriving meanwhile gather; when it returns, they all go in the next INSERT together. An idle
+queue inserts at once (no timer, no added latency); a busy one pays one statement and one
+durable commit per batch instead of per call, which is where the time of a single enqueue
+goes (round trip, commit, driver overhead).
+
+Each caller still gets its own answer (its Job and outcome: created, idempotency key replayed
+or reused, unique key held) or, when the batch's insert fails (the database unreachable),
+that error. Cancelling a caller whose job has not been sent yet takes its job out; once its
+batch is sent, the job is inserted (or fails) with the batch, and the cancelled caller does
+not learn which, as with any statement cancelled after it reached the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import Awaitable, Callable, Sequence
+
+from .config import Settings
+from .storage.base import Enqueued, NewJob
+
+Insert = Callable[[Sequence[NewJob]], Awaitable[list[Enqueued]]]
+MAX_BATCH = 500
+
+
+def shares_an_insert(job: NewJob, settings: Settings) -> bool:
+    """Whether ``job`` may go in one INSERT with other callers' jobs. Not when a check that
+    can refuse this one job runs in the insert's transaction (a parent that does not exist,
+    its tenant at the queued-jobs quota): it would fail every job of the batch."""
+    return not job.depends_on and not (job.tenant is not None and settings.tenant_max_queued)
+
+
+class _Waiter:
+    __slots__ = ("future", "job")
+
+    def __init__(self, job: NewJob, future: asyncio.Future[Enqueued]) -> None:
+        self.job = job
+        self.future = future
+
+
+class GroupCommit:
+    """The batches of one event loop. Jobs given to ``enqueue`` must be checked already
+    (``refuse_unstorable_job``): a bad job would fail its whole batch."""
+
+    def __init__(self, insert: Insert, *, max_batch: int = MAX_BATCH) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._insert = insert
+        self._max_batch = max_batch
+        self._pending: list[_Waiter] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def enqueue(self, job: NewJob) -> Enqueued:
+        waiter = _Waiter(job, self.loop.create_future())
+        self._pending.append(waiter)
+        if self._flusher is None or self._flusher.done():
+            # A context of its own: the first caller's span and log context belong to that
+            # caller, not to the statements sent for everyone.
+            self._flusher = self.loop.create_task(
+                self._flush(), name="jobq-group-commit", context=contextvars.Context()
+            )
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            if waiter in self._pending:  # not sent yet: never inserted
+                self._pending.remove(waiter)
+            raise
+
+    async def _flush(self) -> None:
+        while self._pending:
+            # A waiter already done was cancelled before its job was sent (Task.cancel marks
+            # the future at once; its caller takes it out of _pending only when it next runs).
+            batch = [w for w in self._pending[: self._max_batch] if not w.future.done()]
+            del self._pending[: self._max_batch]
+            if not batch:
+                continue
+            try:
+                answers = await self._insert([w.job for w in batch])
+            except asyncio.CancelledError:
+                for waiter in batch + self._pending:
+                    waiter.future.cancel()  # the loop is shutting down: no waiter left hanging
+                self._pending.clear()
+                raise
+            except Exception as exc:  # every waiter of the batch gets the error
+                for waiter in batch:
+                    if not waiter.future.done():
+                        waiter.future.set_exception(exc)
+                continue
+            for waiter, answer in zip(batch, answers, strict=True):
+                if not waiter.future.done():  # its caller may have been cancelled meanwhile
+                    waiter.future.set_result(answer)
+
+    async def close(self) -> None:
+        """Wait until every job handed in so far is inserted (or has failed)."""
+        if self._flusher is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._flusher
