@@ -21,6 +21,7 @@ from ..errors import (
     JobNotFoundError,
     TenantMismatchError,
     TenantQuotaExceeded,
+    UnknownTaskError,
     UnsupportedFeatureError,
 )
 
@@ -126,6 +127,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidJobError)
     async def _invalid_job(_: Request, exc: InvalidJobError) -> JSONResponse:
         return problem_response(422, "Invalid job", str(exc))
+
+    @app.exception_handler(UnknownTaskError)
+    async def _unknown_kind(_: Request, exc: UnknownTaskError) -> JSONResponse:
+        return problem_response(422, "Unknown kind", str(exc))
 
     @app.exception_handler(TenantQuotaExceeded)
     async def _quota(_: Request, exc: TenantQuotaExceeded) -> JSONResponse:
