@@ -228,7 +228,11 @@ class Settings(BaseSettings):
 
     # --- logging ---
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
-    log_json: bool = Field(True, description="JSON log lines (false: human-readable console)")
+    log_json: bool | None = Field(
+        None,
+        description="JSON log lines (true) or human-readable console text (false); "
+        "empty = console text on a terminal, JSON otherwise",
+    )
     log_jobs: bool = Field(
         False, description="One INFO line per finished job (off: only at DEBUG level)"
     )
