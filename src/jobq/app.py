@@ -82,12 +82,15 @@ def _checked_settings(make: Callable[[], Settings]) -> Settings:
     try:
         return make()
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
-            f"{str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(_named(e["loc"], str(e["msg"])) for e in exc.errors())
         raise ConfigurationError(problems) from None
+
+
+def _named(loc: tuple[int | str, ...], message: str) -> str:
+    """A setting's error, led by the setting's name (once, if the message has it already)."""
+    name = ".".join(str(p) for p in loc) or "settings"
+    message = message.removeprefix("Value error, ")
+    return message if message.startswith(f"{name} ") else f"{name}: {message}"
 
 
 def job_fingerprint(job: NewJob) -> str:

@@ -241,8 +241,11 @@ class Settings(BaseSettings):
     @classmethod
     def _known_scheme(cls, url: str) -> str:
         if not url.startswith(("postgresql://", "postgres://", "sqlite://")):
+            scheme = url.partition("://")[0] if "://" in url else ""
+            given = f", not {scheme}://" if scheme else ""  # the scheme only: URLs hold passwords
             raise ValueError(
-                "database_url must start with postgresql://, postgres:// or sqlite:///"
+                "database_url must start with postgresql://, postgres:// or sqlite:/// "
+                f"(jobq stores its jobs in PostgreSQL or SQLite){given}"
             )
         return url
 
