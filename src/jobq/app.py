@@ -569,7 +569,9 @@ class JobQueue:
 
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """Enqueue many jobs in one round trip (build them with ``task.job(...)``); the job
-        answering each (see ``submit`` for what became of each)."""
+        answering each (see ``submit`` for what became of each). Kinds and arguments are
+        checked when a job is built (``task.job``, ``new_job``), once; a NewJob made by
+        hand is taken as it is."""
         return [answer.job for answer in await self.submit(jobs, connection=connection)]
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:

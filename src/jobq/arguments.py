@@ -85,16 +85,26 @@ def _adapter_for(name: str, func: Callable[..., Any]) -> pydantic.TypeAdapter[An
     """A TypedDict of the parameters after the first (the JobContext): required where the
     function has no default; other keys refused unless it takes ``**kwargs``."""
     parameters = list(_signature(func).parameters.values())[1:]
-    fields: dict[str, Any] = {}
+    typed: dict[str, Any] = {}
+    names_only: dict[str, Any] = {}
     open_ended = False
     for param in parameters:
         if param.kind is param.VAR_KEYWORD:
             open_ended = True
         elif param.kind is not param.VAR_POSITIONAL:  # *args: refused by Task.payload_of
+            required = param.default is param.empty
             annotation = _checkable(param.annotation)
-            fields[param.name] = (
-                annotation if param.default is param.empty else NotRequired[annotation]
-            )
-    arguments = TypedDict(f"{name}_arguments", fields)  # type: ignore[misc]
+            typed[param.name] = annotation if required else NotRequired[annotation]
+            names_only[param.name] = Any if required else NotRequired[Any]
     config = pydantic.ConfigDict(strict=True, extra="allow" if open_ended else "forbid")
+    try:
+        return _adapter(name, typed, config)
+    except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError):
+        return _adapter(name, names_only, config)  # types that do not go together: names only
+
+
+def _adapter(
+    name: str, fields: dict[str, Any], config: pydantic.ConfigDict
+) -> pydantic.TypeAdapter[Any]:
+    arguments = TypedDict(f"{name}_arguments", fields)  # type: ignore[misc]
     return pydantic.TypeAdapter(pydantic.with_config(config)(arguments))

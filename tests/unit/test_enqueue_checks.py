@@ -78,7 +78,7 @@ async def test_enqueue_by_name_checks_the_same(jq: JobQueue) -> None:
 
 
 async def test_an_unknown_kind_is_refused_by_a_queue_that_knows_its_tasks(jq: JobQueue) -> None:
-    with pytest.raises(UnknownTaskError, match="unknown kind 'send_emial'.*send_email"):
+    with pytest.raises(UnknownTaskError, match=r"unknown kind 'send_emial'.*send_email"):
         await jq.enqueue("send_emial", {"to": "a"})
     with pytest.raises(UnknownTaskError):
         jq.enqueue_sync("send_emial", {"to": "a"})
@@ -98,3 +98,17 @@ async def test_a_queue_without_tasks_cannot_check_and_lets_any_kind_through(
         assert job.kind == "defined_elsewhere"
     finally:
         await producer.close()
+
+
+class Opaque:
+    """A type pydantic has no schema for."""
+
+
+async def test_an_annotation_pydantic_cannot_check_is_left_unchecked(jq: JobQueue) -> None:
+    @jq.task
+    def handles(ctx: JobContext, thing: Opaque, n: int) -> None:
+        return None
+
+    jq.new_job("handles", {"thing": "anything", "n": 1})
+    with pytest.raises(InvalidJobError, match="n: input should be a valid integer"):
+        jq.new_job("handles", {"thing": "anything", "n": "1"})
