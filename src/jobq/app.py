@@ -23,7 +23,6 @@ from .errors import (
     InvalidTransitionError,
     JobNotFoundError,
     TenantMismatchError,
-    UnknownTaskError,
 )
 from .keys import hash_secret, new_key
 from .maintenance import Maintenance, holder_id
@@ -352,17 +351,9 @@ class JobQueue:
 
     @property
     def knows_its_kinds(self) -> bool:
-        """Whether enqueueing by name refuses a kind no task is registered for: once this
-        program has registered a task of its own. A JobQueue without tasks (a producer that
-        does not import them, an API started without its app) cannot tell, and lets any
-        kind through for the workers to judge; the demo kinds do not count (they stand in
-        for an app)."""
-        return any(not task.stand_in for task in self.tasks.values())
-
-    def _known_kinds(self) -> str:
-        names = sorted(self.tasks)
-        listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        return f"no task of that name is registered (tasks: {listed})"
+        """Whether enqueueing by name refuses a kind no task is registered for (see
+        TaskRegistry.knows_its_kinds)."""
+        return self.registry.knows_its_kinds
 
     def periodic(
         self,
@@ -486,11 +477,7 @@ class JobQueue:
     ) -> NewJob:
         """The job ``enqueue`` would insert: what is not given comes from the task registered
         under ``kind`` (queue, priority, attempts, timeout), else from the settings."""
-        task = self.tasks.get(kind)
-        if task is not None:
-            task.check_arguments(payload if payload is not None else {})
-        elif self.knows_its_kinds:
-            raise UnknownTaskError(f"unknown kind {kind!r}: {self._known_kinds()}")
+        task = self.registry.checked(kind, payload if payload is not None else {})
         defaults = task.defaults if task else DeferOptions()
         job = NewJob(
             kind=kind,
