@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from jobq import JobQueue
 from jobq.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +75,23 @@ def test_sync_producer_example_runs(
         "send_receipt -> succeeded receipt for order 1",
         "send_receipt -> succeeded receipt for order 2",
     ]
+
+
+def test_the_readme_states_the_default_retry_for() -> None:
+    default = inspect.signature(JobQueue.task).parameters["retry_for"].default
+    written = "(" + ", ".join(e.__name__ for e in default) + ",)"
+    assert f"`retry_for` defaults to `{written}`" in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_says_how_make_test_runs() -> None:
+    """How long, how to run a part, and that lint and types come first (as the Makefile
+    has it: the test target depends on lint)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("`make test` runs") :]
+    section = section[: section.index("\n\n")]
+    assert "minutes" in section and 'make test PYTEST_ARGS="' in section
+    assert "ruff" in section and "mypy" in section and "first" in section
+    target = next(
+        line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("test:")
+    )
+    assert "lint" in target.split(":", 1)[1].split()

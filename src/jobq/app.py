@@ -82,12 +82,15 @@ def _checked_settings(make: Callable[[], Settings]) -> Settings:
     try:
         return make()
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
-            f"{str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(_named(e["loc"], str(e["msg"])) for e in exc.errors())
         raise ConfigurationError(problems) from None
+
+
+def _named(loc: tuple[int | str, ...], message: str) -> str:
+    """A setting's error, led by the setting's name (once, if the message has it already)."""
+    name = ".".join(str(p) for p in loc) or "settings"
+    message = message.removeprefix("Value error, ")
+    return message if message.startswith(f"{name} ") else f"{name}: {message}"
 
 
 def job_fingerprint(job: NewJob) -> str:
@@ -353,6 +356,12 @@ class JobQueue:
 
         return register(func) if func is not None else cast(TaskDecorator, register)
 
+    @property
+    def knows_its_kinds(self) -> bool:
+        """Whether enqueueing by name refuses a kind no task is registered for (see
+        TaskRegistry.knows_its_kinds)."""
+        return self.registry.knows_its_kinds
+
     def periodic(
         self,
         cron: str,
@@ -475,7 +484,7 @@ class JobQueue:
     ) -> NewJob:
         """The job ``enqueue`` would insert: what is not given comes from the task registered
         under ``kind`` (queue, priority, attempts, timeout), else from the settings."""
-        task = self.tasks.get(kind)
+        task = self.registry.checked(kind, payload if payload is not None else {})
         defaults = task.defaults if task else DeferOptions()
         job = NewJob(
             kind=kind,
@@ -579,7 +588,9 @@ class JobQueue:
 
     async def enqueue_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:
         """Enqueue many jobs in one round trip (build them with ``task.job(...)``); the job
-        answering each (see ``submit`` for what became of each)."""
+        answering each (see ``submit`` for what became of each). Kinds and arguments are
+        checked when a job is built (``task.job``, ``new_job``), once; a NewJob made by
+        hand is taken as it is."""
         return [answer.job for answer in await self.submit(jobs, connection=connection)]
 
     def enqueue_many_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[Job]:

@@ -228,7 +228,11 @@ class Settings(BaseSettings):
 
     # --- logging ---
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
-    log_json: bool = Field(True, description="JSON log lines (false: human-readable console)")
+    log_json: bool | None = Field(
+        None,
+        description="JSON log lines (true) or human-readable console text (false); "
+        "empty = console text on a terminal, JSON otherwise",
+    )
     log_jobs: bool = Field(
         False, description="One INFO line per finished job (off: only at DEBUG level)"
     )
@@ -237,8 +241,11 @@ class Settings(BaseSettings):
     @classmethod
     def _known_scheme(cls, url: str) -> str:
         if not url.startswith(("postgresql://", "postgres://", "sqlite://")):
+            scheme = url.partition("://")[0] if "://" in url else ""
+            given = f", not {scheme}://" if scheme else ""  # the scheme only: URLs hold passwords
             raise ValueError(
-                "database_url must start with postgresql://, postgres:// or sqlite:///"
+                "database_url must start with postgresql://, postgres:// or sqlite:/// "
+                f"(jobq stores its jobs in PostgreSQL or SQLite){given}"
             )
         return url
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .errors import UnknownTaskError
 from .storage.base import ClaimLimits
 
 if TYPE_CHECKING:
@@ -31,3 +32,28 @@ class TaskRegistry:
                 n: t.rate_limit for n, t in self.tasks.items() if t.rate_limit is not None
             },
         )
+
+    @property
+    def knows_its_kinds(self) -> bool:
+        """Whether a kind no task is registered for is refused at enqueue: once the program
+        has registered a task of its own. A registry without tasks (a producer that does not
+        import them, an API started without its app) cannot tell, and lets any kind through
+        for the workers to judge; the demo kinds do not count (they stand in for an app)."""
+        return any(not task.stand_in for task in self.tasks.values())
+
+    def checked(self, kind: str, payload: dict[str, Any]) -> Task[Any, Any] | None:
+        """The task registered as ``kind``, ``payload`` checked against its function
+        (InvalidJobError); UnknownTaskError for a kind without one when this registry knows
+        its kinds, else None. Every enqueue by name goes through here (``defer`` checks
+        its arguments in Task.payload_of, with the same check)."""
+        task = self.tasks.get(kind)
+        if task is not None:
+            task.check_arguments(payload)
+        elif self.knows_its_kinds:
+            names = sorted(self.tasks)
+            more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+            listed = ", ".join(names[:10]) + more
+            raise UnknownTaskError(
+                f"unknown kind {kind!r}: no task of that name is registered (tasks: {listed})"
+            )
+        return task

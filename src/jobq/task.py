@@ -23,6 +23,7 @@ from typing import (
     overload,
 )
 
+from .arguments import ArgumentsCheck
 from .errors import ConfigurationError, InvalidJobError
 from .model import JobStatus
 from .retry import RetryPolicy
@@ -131,25 +132,49 @@ class Task(Generic[P, R]):
             check_importable(name, func)
         # Typed once here: a cast written in invoke() built a typing alias on every job.
         self._call: Callable[..., Any] = func
+        self._arguments: ArgumentsCheck | None = None  # built on the first enqueue
+        # A demo kind (worker/simulated.py) stands in for an app: see JobQueue.knows_its_kinds.
+        self.stand_in = False
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.defaults.queue}>"
 
     def payload_of(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Bind arguments to the function's parameters (after ctx), as the JSON payload."""
-        try:
-            bound = self._signature.bind(None, *args, **kwargs)
-        except TypeError as exc:
-            raise InvalidJobError(f"{self.name}: {exc}") from exc
-        arguments = dict(bound.arguments)
-        arguments.pop(next(iter(self._signature.parameters)))
-        for param in self._signature.parameters.values():
-            if param.kind is param.VAR_KEYWORD and param.name in arguments:
-                arguments.update(arguments.pop(param.name))
-            elif param.kind is param.VAR_POSITIONAL and param.name in arguments:
-                raise InvalidJobError(f"{self.name}: *args cannot be stored in a job payload")
+        """The JSON payload of a call with these arguments (after ctx), checked against the
+        function's signature (see check_arguments)."""
+        if not args:
+            arguments = dict(kwargs)
+        else:
+            try:
+                bound = self._signature.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                # Named as every other argument mistake is, when the check can name it.
+                positional = [
+                    p.name
+                    for p in list(self._signature.parameters.values())[1:]
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                ]
+                if len(args) <= len(positional):
+                    self.check_arguments({**dict(zip(positional, args, strict=False)), **kwargs})
+                raise InvalidJobError(f"{self.name}: {exc}") from exc
+            arguments = dict(bound.arguments)
+            arguments.pop(next(iter(self._signature.parameters)))
+            for param in self._signature.parameters.values():
+                if param.kind is param.VAR_KEYWORD and param.name in arguments:
+                    arguments.update(arguments.pop(param.name))
+                elif param.kind is param.VAR_POSITIONAL and param.name in arguments:
+                    raise InvalidJobError(f"{self.name}: *args cannot be stored in a job payload")
+        self.check_arguments(arguments)
         return arguments
+
+    def check_arguments(self, payload: dict[str, Any]) -> None:
+        """InvalidJobError unless the function can be called with ``payload``: every
+        unexpected and missing argument named, and annotated types checked (arguments.py).
+        Every enqueue of a known kind goes through here, by defer or by name."""
+        if self._arguments is None:
+            self._arguments = ArgumentsCheck(self.name, self.func)
+        self._arguments.check(payload)
 
     def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
         """The job ``defer`` would enqueue, for ``JobQueue.enqueue_many``."""

@@ -18,6 +18,16 @@ def test_an_unsupported_database_url_is_a_configuration_error() -> None:
         JobQueue("mysql://localhost/app")
 
 
+def test_an_unsupported_database_url_says_in_one_line_what_is_supported() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        JobQueue("mysql://app:secret@localhost/app")
+    message = str(refused.value)
+    assert message == (
+        "database_url must start with postgresql://, postgres:// or sqlite:/// "
+        "(jobq stores its jobs in PostgreSQL or SQLite), not mysql://"
+    )
+
+
 def test_a_bad_setting_from_the_environment_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

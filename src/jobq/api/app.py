@@ -45,6 +45,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await jobq.open()
+        if not jobq.knows_its_kinds:
+            log.warning(
+                "this API knows no tasks of an app: POST /jobs cannot check kinds or "
+                "arguments (workers fail unknown kinds); give it the app (jobq api APP) "
+                "to have them checked"
+            )
         # With a worker, its maintenance is this process's; without, the API takes part in
         # the housekeeping election itself.
         keeper = None if worker else jobq.maintenance()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..errors import (
     JobNotFoundError,
     TenantMismatchError,
     TenantQuotaExceeded,
+    UnknownTaskError,
     UnsupportedFeatureError,
 )
 
@@ -110,6 +112,42 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def unreadable_body(request: Request, exc: RequestValidationError) -> str | None:
+    """What to say when the body could not be read as JSON at all (rather than pydantic's
+    "body.21: JSON decode error" or "Input should be a valid dictionary"); None when the
+    body was read and its fields are what is wrong."""
+    problems = exc.errors()
+    body_errors = [e for e in problems if e["loc"] and e["loc"][0] == "body"]
+    if not body_errors:
+        return None
+    first = body_errors[0]
+    if first["type"] == "json_invalid":
+        doc = exc.body if isinstance(exc.body, str) else ""
+        position = first["loc"][1] if len(first["loc"]) > 1 else 0
+        where = json.JSONDecodeError("", doc, position if isinstance(position, int) else 0)
+        reason = first.get("ctx", {}).get("error", "not JSON")
+        return (
+            f"request body is not valid JSON: {reason} at line {where.lineno}, column {where.colno}"
+        )
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    read_as_json = media_type == "application/json" or media_type.endswith("+json")
+    # The body as a whole is wrong (not one of its fields): at ("body",), or at
+    # ("body", <model>) for a union of models.
+    whole = all(len(e["loc"]) <= 2 and e["type"] in _NOT_AN_OBJECT for e in body_errors)
+    if not read_as_json and (whole or first["type"] == "missing"):
+        sent = f"it was sent as {media_type!r}" if media_type else "it was sent without one"
+        return f"the request body must be JSON, sent with `Content-Type: application/json` ({sent})"
+    if first["type"] == "missing" and first["loc"] == ("body",):
+        return "the request body is empty: send a JSON object"
+    if whole:
+        return "the request body must be a JSON object"
+    return None
+
+
+# pydantic's error types for a value that is not an object where a model or dict is asked.
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type"})
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
@@ -118,14 +156,20 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_errors(exc)
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        summary = unreadable_body(request, exc) or "; ".join(
+            f"{e['field']}: {e['message']}" for e in errors[:5]
+        )
         return problem_response(422, "Invalid input", summary, errors=errors)
 
     @app.exception_handler(InvalidJobError)
     async def _invalid_job(_: Request, exc: InvalidJobError) -> JSONResponse:
         return problem_response(422, "Invalid job", str(exc))
+
+    @app.exception_handler(UnknownTaskError)
+    async def _unknown_kind(_: Request, exc: UnknownTaskError) -> JSONResponse:
+        return problem_response(422, "Unknown kind", str(exc))
 
     @app.exception_handler(TenantQuotaExceeded)
     async def _quota(_: Request, exc: TenantQuotaExceeded) -> JSONResponse:

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BeforeValidator, StringConstraints, TypeAdapter, ValidationError
 
 from ..access import MANAGE, READ, WRITE, Access
-from ..errors import InvalidJobError, InvalidTransitionError
+from ..errors import InvalidJobError, InvalidTransitionError, UnknownTaskError
 from ..model import Job, JobStatus
 from ..storage.base import CancelOutcome, Enqueued, EnqueueOutcome, ListParams, NewJob
 from ..storage.common import refuse_nul, validate_new_job, within_run_at_range
@@ -98,22 +98,27 @@ def to_new_job(
         )
     if body.run_at is not None and body.delay_s is not None:
         raise ProblemError(422, "Invalid input", "give either run_at or delay_s, not both")
-    new_job = state.jobq.new_job(
-        body.kind,
-        body.payload,
-        queue=body.queue,
-        priority=body.priority,
-        run_at=None if body.run_at is None else within_run_at_range(body.run_at),
-        delay=body.delay_s,
-        max_attempts=body.max_attempts,
-        idempotency_key=key,
-        tenant=tenant,
-        unique_key=body.unique_key,
-        unique_states=body.unique_states or (),
-        depends_on=body.depends_on or (),
-        request_id=request_id,
-        request_fingerprint=fingerprint(body) if key else None,
-    )
+    try:
+        new_job = state.jobq.new_job(
+            body.kind,
+            body.payload,
+            queue=body.queue,
+            priority=body.priority,
+            run_at=None if body.run_at is None else within_run_at_range(body.run_at),
+            delay=body.delay_s,
+            max_attempts=body.max_attempts,
+            idempotency_key=key,
+            tenant=tenant,
+            unique_key=body.unique_key,
+            unique_states=body.unique_states or (),
+            depends_on=body.depends_on or (),
+            request_id=request_id,
+            request_fingerprint=fingerprint(body) if key else None,
+        )
+    except UnknownTaskError as exc:  # here, so that a bulk request reports it by item
+        raise ProblemError(422, "Unknown kind", str(exc)) from None
+    except InvalidJobError as exc:
+        raise ProblemError(422, "Invalid job", str(exc)) from None
     return new_job, payload_bytes
 
 

@@ -1,4 +1,5 @@
-"""Logging: structlog on top of the standard library, JSON lines by default."""
+"""Logging: structlog on top of the standard library; JSON lines, or console text on a
+terminal (``JOBQ_LOG_JSON``)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,24 @@ def add_trace_ids() -> structlog.types.Processor:
     return processor
 
 
+def logs_json(settings: Settings) -> bool:
+    """``JOBQ_LOG_JSON``, or when unset: JSON unless stderr is a terminal (a person reads a
+    terminal; a collector reads a file, a pipe or a journal)."""
+    if settings.log_json is not None:
+        return settings.log_json
+    return not sys.stderr.isatty()
+
+
+def configure_logging_unless_configured(settings: Settings) -> None:
+    """``configure_logging`` for a program that has not set logging up itself (a script
+    that runs a worker), so that it logs as ``jobq worker`` does; an application's own
+    logging configuration (root handlers, or structlog's) is left alone."""
+    if not logging.getLogger().handlers and not structlog.is_configured():
+        configure_logging(settings)
+
+
 def configure_logging(settings: Settings) -> None:
-    """Route structlog and stdlib logging to stderr as JSON (or console text)."""
+    """Route structlog and stdlib logging to stderr as JSON or console text (logs_json)."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -41,7 +58,7 @@ def configure_logging(settings: Settings) -> None:
         shared.append(add_trace_ids())
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
-        if settings.log_json
+        if logs_json(settings)
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(

@@ -42,6 +42,7 @@ from ..errors import (
 )
 from ..maintenance import Maintenance, holder_id
 from ..model import Job
+from ..observability.logging import configure_logging_unless_configured
 from ..observability.metrics import Metrics, bound_labels
 from ..periodic import start_scheduler
 from ..storage.base import ClaimParams, Completion, Failure, Listener, WorkerRegistration
@@ -79,6 +80,8 @@ class Worker:
             raise ValueError("concurrency must be at least 1")
         self.services = services
         self.settings = services.settings
+        # A script's worker logs as `jobq worker` does, unless the script set logging up.
+        configure_logging_unless_configured(self.settings)
         self.driver = services.driver
         self.registry = services.registry
         self.queues = list(queues) if queues is not None else None
@@ -422,6 +425,7 @@ class Worker:
     async def _execute(self, ctx: JobContext) -> None:
         job = ctx.job
         outcome = "succeeded"
+        failed_with: dict[str, Any] = {}  # the error and retry delay of a failed attempt
         began = time.perf_counter()
         try:
             task = self.registry.tasks.get(job.kind)
@@ -476,7 +480,9 @@ class Worker:
                 delay = failure.retry_in_s + self.settings.completion_flush_s + 0.01
                 asyncio.get_running_loop().call_later(delay, self._wake.set)
             outcome = "failed" if failure.retry_in_s is None else "retried"
-            ctx.log.info("job " + outcome, error=failure.error, retry_in_s=failure.retry_in_s)
+            failed_with = {"error": failure.error, "retry_in_s": failure.retry_in_s}
+            if not self._trace_jobs:  # else the "job finished" line below says it: one line
+                ctx.log.info("job " + outcome, **failed_with)
         else:
             if not ctx.completed_in_transaction:
                 completion = Completion(job.id, job.attempt, result)
@@ -502,6 +508,7 @@ class Worker:
                 request_id=job.request_id,
                 outcome=outcome,
                 duration_ms=round(elapsed * 1000, 2),
+                **failed_with,
             )
         self._running.pop(job.id, None)
         self.processed += 1

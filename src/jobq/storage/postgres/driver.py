@@ -82,6 +82,7 @@ from ..plans import (
     drive_async,
     failed_script_named,
 )
+from .reach import check_first_connection, check_first_connection_sync
 
 log = logging.getLogger("jobq.storage.postgres")
 
@@ -436,6 +437,7 @@ class PostgresDriver(RuleOperations):
             kwargs=_connection_kwargs(self._settings),
         )
         self._opened = False
+        self._opening = asyncio.Lock()
         # The synchronous API (enqueue_many_sync, get_sync) has a pool of its own, made on
         # first use.
         self._sync_pool: ConnectionPool[Any] | None = None
@@ -452,7 +454,24 @@ class PostgresDriver(RuleOperations):
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
-        if not self._opened:
+        """Open the pool after a first connection succeeded. A URL the server refuses
+        raises ConfigurationError; an outage is only logged here (the first use raises it,
+        and a worker waits it out)."""
+        try:
+            await self._open_pool()
+        except DatabaseUnavailableError as exc:
+            log.warning("%s; connecting again when first needed", exc)
+
+    async def _open_pool(self) -> None:
+        if self._opened:
+            return
+        async with self._opening:
+            if self._opened:
+                return
+            # A first connection of its own: see reach.py for why the pool's is not enough.
+            await check_first_connection(
+                self._url, _connection_kwargs(self._settings), self._settings.pool_timeout_s
+            )
             await self._pool.open(wait=False)
             self._opened = True
 
@@ -474,7 +493,7 @@ class PostgresDriver(RuleOperations):
         Connection-level failures surface as DatabaseUnavailableError so callers (the API's
         503, the worker's backoff) need not know psycopg's exception tree.
         """
-        await self.open()
+        await self._open_pool()
         with _unavailable_as_our_error():
             async with self._pool.connection() as conn:
                 try:
@@ -490,6 +509,9 @@ class PostgresDriver(RuleOperations):
         """A connection of the synchronous pool, in autocommit mode, like _connection's."""
         with self._sync_pool_lock:
             if self._sync_pool is None:
+                check_first_connection_sync(
+                    self._url, _connection_kwargs(self._settings), self._settings.pool_timeout_s
+                )
                 self._sync_pool = ConnectionPool(
                     self._url,
                     min_size=1,
