@@ -10,8 +10,6 @@ import time
 
 import psycopg
 
-from jobq.storage.postgres.driver import MIGRATION_LOCK_KEY
-
 from ..waiting import eventually
 from ..worker.processes import count_is, sql, start_workers, started, stop_workers
 from .support import (
@@ -127,15 +125,17 @@ async def test_a_second_signal_stops_at_once(pg_url: str) -> None:
 
 
 async def test_sigterm_during_start_up_is_a_clean_stop(pg_url: str) -> None:
-    """A worker told to stop while it is still starting (here: waiting for the migration lock
-    another process holds) exits 0 once it can, and claims nothing on the way out."""
+    """A worker told to stop while it is still starting (here: its schema check waits on a
+    lock another process holds on the migrations table) exits 0 once it can, and claims
+    nothing on the way out."""
     create_log(pg_url)
     await enqueue_records(pg_url, 3)
     with psycopg.connect(pg_url) as holder:
-        holder.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        holder.execute("LOCK TABLE jobq_migrations IN ACCESS EXCLUSIVE MODE")
         (worker,) = start_workers(pg_url, 1)
         waiting_for_lock = (
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            "SELECT count(*) FROM pg_locks WHERE relation = 'jobq_migrations'::regclass "
+            "AND NOT granted"
         )
         await eventually(lambda: count_is(pg_url, waiting_for_lock, 1), timeout=60)
         worker.send_signal(signal.SIGTERM)
