@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Touched after a successful install: make reinstalls only when pyproject.toml is newer.
+# `make run` needs jobq alone; `make test` and `make lint` add the dev tools (Playwright,
+# mypy, schemathesis...), which a first try of the demo should not have to download.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_JOBS ?= 20
@@ -11,16 +14,20 @@ PY_DIRS := src tests examples bench
 
 .PHONY: venv run test lint fmt clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 ## run: API + worker + demo kinds on ./jobq.db (SQLite), with some demo jobs to watch
-run: venv
+run: $(RUN_STAMP)
 	$(BIN)/jobq migrate
 	JOBQ_LOG_JSON=$${JOBQ_LOG_JSON:-false} JOBQ_LOG_JOBS=$${JOBQ_LOG_JOBS:-true} $(BIN)/jobq serve --demo-jobs $(DEMO_JOBS)
 

@@ -103,6 +103,9 @@ def test_a_partly_migrated_database_is_not_migrated_behind_your_back(tmp_path: P
 def test_migrate_creates_the_file_but_never_a_directory(tmp_path: Path) -> None:
     typo = tmp_path / "typo" / "dir" / "jobq.db"
     one_line(jobq("migrate", "-d", f"sqlite:///{typo}"), 1, f"directory {typo.parent}")
+    # The other commands say the same, not to run a migrate that would refuse the URL.
+    told = one_line(jobq("status", "-d", f"sqlite:///{typo}"), 1, f"directory {typo.parent}")
+    assert "jobq migrate" not in told
     assert list(tmp_path.iterdir()) == []
     made = jobq("migrate", "-d", f"sqlite:///{tmp_path / 'jobq.db'}")
     assert made.returncode == 0 and made.stdout.startswith("applied: 0001")

@@ -10,11 +10,12 @@ script. A block this file has no rule for is run the same way, so a new README b
 tried as soon as it is written; the only blocks not run are listed in ``NOT_RUN``, each
 with its reason.
 
-What is adapted, and why: the databases (each run gets its own; a block that names
-``postgresql://localhost/app`` is pointed at a throwaway database, or on SQLite at the
-``sqlite:///jobq.db`` its own comment offers), the HTTP port (a free one instead of 8000,
-which another program may hold), and ``.venv``: ``make`` finds it ready (the suite's own
-interpreter and this checkout's code) instead of installing from the network.
+What is adapted, and why: the databases (each run gets its own: a block's JobQueue is
+pointed at a throwaway PostgreSQL database, or on SQLite at ``sqlite:///example.db`` in the
+block's fresh directory, as the library example names it), the HTTP port (a free one
+instead of 8000, which another program may hold), and ``.venv``: ``make`` finds it ready
+(the suite's own interpreter and this checkout's code) instead of installing from the
+network.
 """
 
 from __future__ import annotations
@@ -212,7 +213,11 @@ def newcomer(home: Path, database_url: str | None) -> Iterator[Newcomer]:
     bin_dir.mkdir(parents=True)
     _shim(bin_dir / "python", sys.executable)
     _shim(bin_dir / "jobq", f"{sys.executable} -m jobq.cli")
-    (home / ".venv" / ".installed").touch()  # newer than pyproject.toml: make installs nothing
+    for stamp in (
+        ".installed-run",
+        ".installed",
+    ):  # newer than pyproject.toml: make installs nothing
+        (home / ".venv" / stamp).touch()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
     port = free_port()
     env |= {"PYTHONPATH": str(ROOT / "src"), "JOBQ_API_PORT": str(port), "PYTHONUNBUFFERED": "1"}
@@ -393,8 +398,8 @@ async def test_every_readme_block_runs_as_written(
                 home = tmp_path / f"script{index}"
                 if kind == "postgres":
                     url = database = databases.new(home)
-                else:  # the example's own alternative, next to the script
-                    url, database = "sqlite:///jobq.db", f"sqlite:///{home / 'jobq.db'}"
+                else:  # the example's own SQLite file, next to the script
+                    url, database = "sqlite:///example.db", f"sqlite:///{home / 'example.db'}"
                 out = await asyncio.to_thread(run_python_block, block, home, url)
                 if "def send_email" in block.text and "print(await jq.get(" in block.text:
                     await check_library_example(block, database, out)

@@ -43,8 +43,11 @@ async def test_without_poll_only_the_lost_prepared_statement_is_named(
     # The user's first try again, without the setting: the pooler error becomes one that
     # says what to do.
     async with JobQueue(pgbouncer_url) as jq:
+        # Two jobs a call: concurrent calls of one job would share a few INSERTs (group
+        # commit), too few for psycopg to prepare their statement on every connection.
+        pairs = [[jq.new_job("k", {"i": i}), jq.new_job("k", {"i": -i})] for i in range(300)]
         with pytest.raises(ConfigurationError, match="JOBQ_POLL_ONLY=true"):
-            await asyncio.gather(*(jq.enqueue("k", {"i": i}) for i in range(300)))
+            await asyncio.gather(*(jq.enqueue_many(pair) for pair in pairs))
 
 
 async def test_timestamps_are_utc_whatever_the_server_sessions_zone(

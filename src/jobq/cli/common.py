@@ -234,8 +234,17 @@ def require_database_file(jobq: JobQueue) -> None:
     """A SQLite database must exist before a command other than migrate opens it (opening
     would create an empty file)."""
     url = jobq.settings.database_url
-    if url.startswith(SQLITE_PREFIX) and not database_path(url).exists():
-        raise CliError(f"no jobq database at {database_path(url)}: {migrate_hint(url)}")
+    if not url.startswith(SQLITE_PREFIX):
+        return
+    path = database_path(url)
+    if not path.parent.is_dir():  # a typo in the URL, most likely: migrate would refuse it too
+        raise CliError(
+            f"SQLite database {path}: directory {path.parent} does not exist; check the "
+            "database URL (--database-url / JOBQ_DATABASE_URL): jobq creates the database "
+            "file, not its directory"
+        )
+    if not path.exists():
+        raise CliError(f"no jobq database at {path}: {migrate_hint(url)}")
 
 
 async def require_schema(jobq: JobQueue) -> None:

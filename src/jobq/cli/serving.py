@@ -183,7 +183,10 @@ def _serve_http(jobq: JobQueue, settings: Settings, sock: socket.socket, worker:
     server = _GracefulServer(config)
     where = f"http://{_url_host(settings.api_host)}:{sock.getsockname()[1]}"
     what = "API + worker, development: migrates on start" if worker is not None else "API"
-    typer.echo(f"jobq listening on {where}  ({what}; docs: {where}/docs, metrics: {where}/metrics)")
+    typer.echo(
+        f"jobq listening on {where}  ({what}; dashboard: {where}/ui, docs: {where}/docs, "
+        f"metrics: {where}/metrics)"
+    )
     server.run(sockets=[sock])
 
 
