@@ -2,22 +2,23 @@
 
 Each eligible one-job enqueue (``jq.enqueue``, ``task.defer``, ``POST /jobs``) hands its job
 to the JobQueue's GroupCommit and waits. While one INSERT is in flight, the jobs of calls
-arriving meanwhile gather; when it returns, they all go in the next INSERT together. An idle
-queue inserts at once (no timer, no added latency); a busy one pays one statement and one
-durable commit per batch instead of per call, which is where the time of a single enqueue
-goes (round trip, commit, driver overhead).
+arriving meanwhile gather; when it returns, they all go in the next INSERT together. A call
+that finds nothing in flight sends its own INSERT at once (no timer, no added latency, and
+no task or future for a lone producer to pay for); under concurrency the calls pay one
+statement and one durable commit per batch instead of per call, which is where the time of
+a single enqueue goes (round trip, commit, driver overhead).
 
 Each caller still gets its own answer (its Job and outcome: created, idempotency key replayed
 or reused, unique key held) or, when the batch's insert fails (the database unreachable),
 that error. Cancelling a caller whose job has not been sent yet takes its job out; once its
 batch is sent, the job is inserted (or fails) with the batch, and the cancelled caller does
-not learn which, as with any statement cancelled after it reached the server.
+not learn which, as with any statement cancelled after it reached the server. A caller that
+sent its own INSERT cancels that statement, as it would without group commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -53,16 +54,27 @@ class GroupCommit:
         self._max_batch = max_batch
         self._pending: list[_Waiter] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._alone = 0  # lone callers' inserts in flight (see enqueue)
+        self._idle = asyncio.Event()  # set while nothing is in flight: what close() waits for
+        self._idle.set()
 
     async def enqueue(self, job: NewJob) -> Enqueued:
+        if self._alone or (self._flusher is not None and not self._flusher.done()):
+            return await self._join(job)
+        # Nothing in flight: the caller sends its own INSERT, with no task or future between
+        # it and its statement; calls arriving meanwhile gather behind it.
+        self._alone += 1
+        self._idle.clear()
+        try:
+            (answer,) = await self._insert([job])
+            return answer
+        finally:
+            self._alone -= 1
+            self._start_flusher()
+
+    async def _join(self, job: NewJob) -> Enqueued:
         waiter = _Waiter(job, self.loop.create_future())
         self._pending.append(waiter)
-        if self._flusher is None or self._flusher.done():
-            # A context of its own: the first caller's span and log context belong to that
-            # caller, not to the statements sent for everyone.
-            self._flusher = self.loop.create_task(
-                self._flush(), name="jobq-group-commit", context=contextvars.Context()
-            )
         try:
             return await waiter.future
         except asyncio.CancelledError:
@@ -70,8 +82,34 @@ class GroupCommit:
                 self._pending.remove(waiter)
             raise
 
+    def _start_flusher(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            return
+        if not self._pending:
+            if not self._alone:
+                self._idle.set()
+            return
+        # A context of its own: the caller that started it has its span and log context,
+        # which are not those of the statements sent for everyone.
+        self._flusher = self.loop.create_task(
+            self._flush(), name="jobq-group-commit", context=contextvars.Context()
+        )
+
     async def _flush(self) -> None:
-        while self._pending:
+        try:
+            await self._flush_pending()
+        finally:
+            self._flusher = None
+            self._start_flusher()
+
+    async def _flush_pending(self) -> None:
+        while True:
+            if not self._pending:
+                # One turn of the loop: the callers just answered run first, and those that
+                # enqueue again at once join the next batch rather than each going alone.
+                await asyncio.sleep(0)
+                if not self._pending:
+                    return
             # A waiter already done was cancelled before its job was sent (Task.cancel marks
             # the future at once; its caller takes it out of _pending only when it next runs).
             batch = [w for w in self._pending[: self._max_batch] if not w.future.done()]
@@ -96,6 +134,4 @@ class GroupCommit:
 
     async def close(self) -> None:
         """Wait until every job handed in so far is inserted (or has failed)."""
-        if self._flusher is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._flusher
+        await self._idle.wait()

@@ -20,22 +20,38 @@ from jobq.storage.base import Enqueued, NewJob
 
 class Inserts:
     """Stands in front of the driver's ``enqueue``: records the size of each batch it is
-    given and, while ``gate`` is clear, holds the batch there (sent, not yet answered)."""
+    given and, while ``hold`` is true, holds each batch there (sent, not yet answered) until
+    its event in ``held`` is set."""
 
     def __init__(self, jq: JobQueue, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sizes: list[int] = []
-        self.sent = asyncio.Event()
-        self.gate = asyncio.Event()
-        self.gate.set()
+        self.hold = False
+        self.held: list[asyncio.Event] = []
+        self._sent = asyncio.Condition()
         real = jq.driver.enqueue
 
         async def enqueue(jobs: Sequence[NewJob], *, connection: Any = None) -> list[Enqueued]:
             self.sizes.append(len(jobs))
-            self.sent.set()
-            await self.gate.wait()
+            release = asyncio.Event()
+            if not self.hold:
+                release.set()
+            async with self._sent:
+                self.held.append(release)
+                self._sent.notify_all()
+            await release.wait()
             return await real(jobs, connection=connection)
 
         monkeypatch.setattr(jq.driver, "enqueue", enqueue)
+
+    async def until_sent(self, count: int) -> None:
+        """Until ``count`` batches have been sent in all."""
+        async with self._sent:
+            await asyncio.wait_for(self._sent.wait_for(lambda: len(self.held) >= count), 10)
+
+    def release_all(self) -> None:
+        self.hold = False
+        for release in self.held:
+            release.set()
 
 
 async def stored(jq: JobQueue) -> dict[int, Any]:
@@ -64,6 +80,9 @@ async def test_each_caller_of_a_shared_insert_gets_its_own_outcome(
     first = await jq.enqueue("k", {"n": 1}, idempotency_key="order-1")
     holder = await jq.enqueue("k", {"n": 2}, unique_key="refresh")
     inserts = Inserts(jq, monkeypatch)
+    inserts.hold = True
+    ahead = asyncio.create_task(jq.enqueue("k", {"n": 0}))  # alone: nothing was in flight
+    await inserts.until_sent(1)  # the calls below gather behind it
     asked = [
         jq.new_job("k", {"n": 1}, idempotency_key="order-1"),  # the same job again
         jq.new_job("k", {"n": 9}, idempotency_key="order-1"),  # another job, same key
@@ -72,8 +91,12 @@ async def test_each_caller_of_a_shared_insert_gets_its_own_outcome(
         jq.new_job("k", {"n": 5}, idempotency_key="order-2"),  # two callers, one new key
         jq.new_job("k", {"n": 5}, idempotency_key="order-2"),
     ]
-    answers = [a for (a,) in await asyncio.gather(*(jq.submit([job]) for job in asked))]
-    assert inserts.sizes == [6]  # one insert answered them all
+    calls = [asyncio.create_task(jq.submit([job])) for job in asked]
+    await asyncio.sleep(0)  # a turn of the loop: every call is in line
+    inserts.release_all()
+    answers = [a for (a,) in await asyncio.gather(*calls)]
+    await ahead
+    assert inserts.sizes == [1, 6]  # one insert answered the six
     assert [a.outcome for a in answers] == [
         EnqueueOutcome.REPLAYED,
         EnqueueOutcome.KEY_REUSED,
@@ -85,7 +108,7 @@ async def test_each_caller_of_a_shared_insert_gets_its_own_outcome(
     assert [a.job.id for a in answers[:3]] == [first.id, first.id, holder.id]
     assert answers[3].job.payload == {"n": 4}
     assert answers[4].job.id == answers[5].job.id != answers[3].job.id
-    assert len(await stored(jq)) == 4  # two before, two created
+    assert len(await stored(jq)) == 5  # two before, the one ahead, two created
 
 
 async def test_a_bad_job_among_concurrent_good_ones_fails_alone(
@@ -139,26 +162,31 @@ async def test_a_cancelled_caller_loses_no_one_elses_job(
     jq: JobQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A caller cancelled while its batch is in flight: its job is stored all the same (the
-    documented rule). One cancelled before its job was sent: its job is never stored. Every
-    other caller gets its own job, stored once."""
+    documented rule). One cancelled before its job was sent: its job is never stored. A lone
+    caller cancelled during its own insert takes only its own statement with it. Every other
+    caller gets its own job, stored once."""
     inserts = Inserts(jq, monkeypatch)
-    inserts.gate.clear()
-    in_flight = [asyncio.create_task(jq.enqueue("k", {"n": n})) for n in range(5)]
-    await inserts.sent.wait()  # the first batch is sent and held
-    waiting = [asyncio.create_task(jq.enqueue("k", {"n": n})) for n in range(5, 10)]
-    await asyncio.sleep(0)  # a turn of the loop: the second five are in line, not yet sent
-    in_flight[1].cancel()
+    inserts.hold = True
+    alone = asyncio.create_task(jq.enqueue("k", {"n": 0}))
+    await inserts.until_sent(1)  # nothing was in flight: its caller's own insert, held
+    batched = [asyncio.create_task(jq.enqueue("k", {"n": n})) for n in range(1, 6)]
+    await asyncio.sleep(0)  # a turn of the loop: these five are in line behind it
+    alone.cancel()
+    await inserts.until_sent(2)  # the five went out together all the same, and are held
+    waiting = [asyncio.create_task(jq.enqueue("k", {"n": n})) for n in range(6, 11)]
+    await asyncio.sleep(0)  # in line behind the five, not yet sent
+    batched[1].cancel()
     waiting[2].cancel()
-    inserts.gate.set()
-    results = await asyncio.gather(*in_flight, *waiting, return_exceptions=True)
+    inserts.release_all()
+    results = await asyncio.gather(alone, *batched, *waiting, return_exceptions=True)
     assert [isinstance(r, asyncio.CancelledError) for r in results] == [
-        n in (1, 7) for n in range(10)
+        n in (0, 2, 8) for n in range(11)
     ]
-    assert inserts.sizes == [5, 4]
+    assert inserts.sizes == [1, 5, 4]
     payloads = sorted(p["n"] for p in (await stored(jq)).values())
-    assert payloads == [n for n in range(10) if n != 7]  # 1 is in: its batch had been sent
+    assert payloads == [n for n in range(1, 11) if n != 8]  # 2 is in: its batch had been sent
     answered = [r for r in results if isinstance(r, Job)]
-    assert [r.payload["n"] for r in answered] == [0, 2, 3, 4, 5, 6, 8, 9]
+    assert [r.payload["n"] for r in answered] == [1, 3, 4, 5, 6, 7, 9, 10]
 
 
 async def test_close_waits_for_the_enqueues_in_progress(db_url: str) -> None:
