@@ -224,10 +224,10 @@ class JobQueue:
 
     async def close(self) -> None:
         """Wait for the enqueues in progress (see batching.py), then close the connections."""
-        if self._group is not None:
-            group, self._group = self._group, None
-            if group.loop is asyncio.get_running_loop():
-                await group.close()
+        group = self._group
+        if group is not None and group.loop is asyncio.get_running_loop():
+            await group.close()  # calls arriving meanwhile still join it, and are waited for
+        self._group = None
         if self._reads is not None:
             await self._reads.close()
             self._reads = None
@@ -535,10 +535,9 @@ class JobQueue:
 
     async def _shared_insert(self, job: NewJob) -> Enqueued:
         refuse_unstorable_job(job)  # its own error: a bad job must not fail its neighbours
-        loop = asyncio.get_running_loop()
-        if self._group is None or self._group.loop is not loop:
-            self._group = GroupCommit(self._insert_shared)
         group = self._group
+        if group is None or group.loop is not asyncio.get_running_loop():
+            group = self._group = GroupCommit(self._insert_shared)
         tracer = self._tracer_for([job])
         if tracer is None:
             answer = await group.enqueue(job)

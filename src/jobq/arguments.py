@@ -26,10 +26,16 @@ class ArgumentsCheck:
     def __init__(self, name: str, func: Callable[..., Any]) -> None:
         self.name = name
         self._adapter = _adapter_for(name, func)
+        # The JobContext's parameter: a payload key of that name would clash with it.
+        self._context = next(iter(_signature(func).parameters), None)
 
     def check(self, payload: dict[str, Any]) -> None:
         """InvalidJobError, naming every argument that does not fit, unless ``payload``
         is what the function can be called with."""
+        if self._context is not None and self._context in payload:
+            raise InvalidJobError(
+                f"{self.name}: {self._context!r} is the job's context, not an argument"
+            )
         try:
             encoded = orjson.dumps(payload)
         except TypeError as exc:

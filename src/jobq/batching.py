@@ -30,10 +30,19 @@ MAX_BATCH = 500
 
 
 def shares_an_insert(job: NewJob, settings: Settings) -> bool:
-    """Whether ``job`` may go in one INSERT with other callers' jobs. Not when a check that
-    can refuse this one job runs in the insert's transaction (a parent that does not exist,
-    its tenant at the queued-jobs quota): it would fail every job of the batch."""
-    return not job.depends_on and not (job.tenant is not None and settings.tenant_max_queued)
+    """Whether ``job`` may go in one INSERT with other callers' jobs: only a plain one. Not
+    when a check that can refuse this one job runs in the insert's transaction (a parent
+    that does not exist, its tenant at the queued-jobs quota): it would fail every job of
+    the batch. Nor with an idempotency or unique key: a batch with keys is answered after
+    its INSERT committed (the keys' holders are looked up then), and a lost race there
+    (ContentionError, "enqueue again") would reach callers whose jobs were stored, who
+    would then enqueue them twice."""
+    return (
+        not job.depends_on
+        and job.idempotency_key is None
+        and job.unique_key is None
+        and not (job.tenant is not None and settings.tenant_max_queued)
+    )
 
 
 class _Waiter:
@@ -118,19 +127,18 @@ class GroupCommit:
                 continue
             try:
                 answers = await self._insert([w.job for w in batch])
-            except asyncio.CancelledError:
-                for waiter in batch + self._pending:
-                    waiter.future.cancel()  # the loop is shutting down: no waiter left hanging
-                self._pending.clear()
-                raise
+                for waiter, answer in zip(batch, answers, strict=True):
+                    if not waiter.future.done():  # its caller may have been cancelled meanwhile
+                        waiter.future.set_result(answer)
             except Exception as exc:  # every waiter of the batch gets the error
                 for waiter in batch:
                     if not waiter.future.done():
                         waiter.future.set_exception(exc)
-                continue
-            for waiter, answer in zip(batch, answers, strict=True):
-                if not waiter.future.done():  # its caller may have been cancelled meanwhile
-                    waiter.future.set_result(answer)
+            except BaseException:  # cancelled (the loop is shutting down), or interrupted
+                for waiter in batch + self._pending:
+                    waiter.future.cancel()  # no waiter left hanging
+                self._pending.clear()
+                raise
 
     async def close(self) -> None:
         """Wait until every job handed in so far is inserted (or has failed)."""

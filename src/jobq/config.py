@@ -231,7 +231,7 @@ class Settings(BaseSettings):
     log_json: bool | None = Field(
         None,
         description="JSON log lines (true) or human-readable console text (false); "
-        "empty = console text on a terminal, JSON otherwise",
+        "unset or empty = console text on a terminal, JSON otherwise",
     )
     log_jobs: bool = Field(
         False, description="One INFO line per finished job (off: only at DEBUG level)"
@@ -266,6 +266,12 @@ class Settings(BaseSettings):
             except ValueError:
                 return value
         return value
+
+    @field_validator("log_json", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``JOBQ_LOG_JSON=`` (as .env.example has it) decides by the terminal, as unset."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level")
     @classmethod

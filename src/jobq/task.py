@@ -119,6 +119,16 @@ class Task(Generic[P, R]):
         self.max_running = max_running
         self.rate_limit = rate_limit
         self._signature = inspect.signature(func)
+        by_position = [
+            p.name
+            for p in list(self._signature.parameters.values())[1:]
+            if p.kind is p.POSITIONAL_ONLY
+        ]
+        if by_position:  # the worker calls func(ctx, **payload): these could never be given
+            raise ConfigurationError(
+                f"{name}: a job's arguments are passed by name; make "
+                f"{', '.join(map(repr, by_position))} not positional-only"
+            )
         self._is_async = inspect.iscoroutinefunction(func)
         # None: the worker's default for sync functions, the event loop for coroutines.
         self.executor = executor

@@ -74,15 +74,18 @@ async def test_concurrent_defers_share_inserts_and_are_all_stored(
     assert await stored(jq) == {job.id: job.payload for job in jobs}
 
 
-async def test_each_caller_of_a_shared_insert_gets_its_own_outcome(
+async def test_keyed_jobs_go_alone_and_each_caller_gets_its_own_outcome(
     jq: JobQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Jobs with an idempotency or unique key never share an insert: a batch with keys is
+    answered after its INSERT committed, and a lost race on a key then must not reach the
+    callers whose jobs were stored. Plain jobs arriving together do share one."""
     first = await jq.enqueue("k", {"n": 1}, idempotency_key="order-1")
     holder = await jq.enqueue("k", {"n": 2}, unique_key="refresh")
     inserts = Inserts(jq, monkeypatch)
     inserts.hold = True
     ahead = asyncio.create_task(jq.enqueue("k", {"n": 0}))  # alone: nothing was in flight
-    await inserts.until_sent(1)  # the calls below gather behind it
+    await inserts.until_sent(1)  # the plain calls below gather behind it
     asked = [
         jq.new_job("k", {"n": 1}, idempotency_key="order-1"),  # the same job again
         jq.new_job("k", {"n": 9}, idempotency_key="order-1"),  # another job, same key
@@ -90,25 +93,29 @@ async def test_each_caller_of_a_shared_insert_gets_its_own_outcome(
         jq.new_job("k", {"n": 4}),
         jq.new_job("k", {"n": 5}, idempotency_key="order-2"),  # two callers, one new key
         jq.new_job("k", {"n": 5}, idempotency_key="order-2"),
+        jq.new_job("k", {"n": 6}),
     ]
     calls = [asyncio.create_task(jq.submit([job])) for job in asked]
-    await asyncio.sleep(0)  # a turn of the loop: every call is in line
+    await inserts.until_sent(6)  # the keyed five went out each alone, while the plain wait
     inserts.release_all()
     answers = [a for (a,) in await asyncio.gather(*calls)]
     await ahead
-    assert inserts.sizes == [1, 6]  # one insert answered the six
-    assert [a.outcome for a in answers] == [
+    assert sorted(inserts.sizes) == [1, 1, 1, 1, 1, 1, 2]  # the two plain ones together
+    assert [a.outcome for a in answers[:4]] == [
         EnqueueOutcome.REPLAYED,
         EnqueueOutcome.KEY_REUSED,
         EnqueueOutcome.UNIQUE_KEY_HELD,
         EnqueueOutcome.CREATED,
+    ]
+    assert {answers[4].outcome, answers[5].outcome} == {
         EnqueueOutcome.CREATED,
         EnqueueOutcome.REPLAYED,
-    ]
+    }
+    assert answers[6].outcome is EnqueueOutcome.CREATED
     assert [a.job.id for a in answers[:3]] == [first.id, first.id, holder.id]
     assert answers[3].job.payload == {"n": 4}
     assert answers[4].job.id == answers[5].job.id != answers[3].job.id
-    assert len(await stored(jq)) == 5  # two before, the one ahead, two created
+    assert len(await stored(jq)) == 6  # two before, the one ahead, three created
 
 
 async def test_a_bad_job_among_concurrent_good_ones_fails_alone(

@@ -166,3 +166,34 @@ async def test_an_outage_at_start_is_left_to_the_first_use() -> None:
             await asyncio.wait_for(jq.stats(), 30)
     finally:
         await jq.close()
+
+
+async def test_callers_waiting_for_the_first_connection_share_one_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """During an outage every caller that needs the pool meanwhile gets the one attempt's
+    answer: not the k-th caller after k attempts (k timeouts, on a host that drops packets)."""
+    from jobq.storage.postgres import driver as postgres_driver
+
+    attempts = 0
+    answer = asyncio.Event()
+
+    async def unreachable(*_: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        await answer.wait()
+        raise DatabaseUnavailableError("cannot connect to PostgreSQL (test)")
+
+    monkeypatch.setattr(postgres_driver, "check_first_connection", unreachable)
+    jq = JobQueue(f"postgresql://127.0.0.1:{_free_port()}/app")
+    try:
+        calls = [asyncio.create_task(jq.stats()) for _ in range(5)]
+        for _ in range(20):  # turns of the loop: every call reaches the pool's opening
+            await asyncio.sleep(0)
+        assert attempts == 1
+        answer.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, DatabaseUnavailableError) for r in results), results
+        assert attempts == 1
+    finally:
+        await jq.close()

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from jobq import InvalidJobError, JobContext, JobQueue, UnknownTaskError
+from jobq import ConfigurationError, InvalidJobError, JobContext, JobQueue, UnknownTaskError
 from jobq.worker.simulated import register_demo_tasks
 
 
@@ -112,3 +112,23 @@ async def test_an_annotation_pydantic_cannot_check_is_left_unchecked(jq: JobQueu
     jq.new_job("handles", {"thing": "anything", "n": 1})
     with pytest.raises(InvalidJobError, match="n: input should be a valid integer"):
         jq.new_job("handles", {"thing": "anything", "n": "1"})
+
+
+async def test_the_contexts_name_is_no_argument(jq: JobQueue) -> None:
+    """``resize`` takes ``**extra``: a ``ctx`` key would still clash with its context."""
+    with pytest.raises(InvalidJobError, match="'ctx' is the job's context"):
+        await jq.tasks["resize"].defer(path="a.png", ctx=1)
+    with pytest.raises(InvalidJobError, match="'ctx' is the job's context"):
+        await jq.enqueue("resize", {"path": "a.png", "ctx": 1})
+    await _nothing_stored(jq)
+
+
+def test_a_positional_only_parameter_is_refused_when_registered(jq: JobQueue) -> None:
+    """The worker calls the function with the payload by name: ``x`` could never be given."""
+
+    def by_position(ctx: JobContext, x: int, /) -> None:
+        return None
+
+    with pytest.raises(ConfigurationError, match="'x' not positional-only"):
+        jq.task(by_position)
+    assert "by_position" not in jq.tasks

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobq import ConfigurationError, JobQueue
+from jobq import ConfigurationError, JobQueue, Settings
 
 from ..waiting import eventually
 
@@ -49,3 +49,9 @@ async def test_a_worker_stop_can_be_awaited(tmp_path: Path) -> None:
         assert running.done()
     finally:
         await jq.close()
+
+
+def test_an_empty_log_json_decides_by_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``JOBQ_LOG_JSON=`` as .env.example writes it: the same as unset, not a parse error."""
+    monkeypatch.setenv("JOBQ_LOG_JSON", "")
+    assert Settings().log_json is None

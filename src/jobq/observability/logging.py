@@ -41,8 +41,11 @@ def logs_json(settings: Settings) -> bool:
 def configure_logging_unless_configured(settings: Settings) -> None:
     """``configure_logging`` for a program that has not set logging up itself (a script
     that runs a worker), so that it logs as ``jobq worker`` does; an application's own
-    logging configuration (root handlers, or structlog's) is left alone."""
-    if not logging.getLogger().handlers and not structlog.is_configured():
+    logging configuration (root handlers, structlog's, or uvicorn's when the worker runs
+    inside a served ASGI app) is left alone."""
+    configured = logging.getLogger().handlers or structlog.is_configured()
+    served = logging.getLogger("uvicorn").handlers  # an ASGI app's process: uvicorn's logging
+    if not configured and not served:
         configure_logging(settings)
 
 

@@ -437,7 +437,7 @@ class PostgresDriver(RuleOperations):
             kwargs=_connection_kwargs(self._settings),
         )
         self._opened = False
-        self._opening = asyncio.Lock()
+        self._opening: asyncio.Future[None] | None = None  # see _open_pool
         # The synchronous API (enqueue_many_sync, get_sync) has a pool of its own, made on
         # first use.
         self._sync_pool: ConnectionPool[Any] | None = None
@@ -465,13 +465,20 @@ class PostgresDriver(RuleOperations):
     async def _open_pool(self) -> None:
         if self._opened:
             return
-        async with self._opening:
-            if self._opened:
-                return
-            # A first connection of its own: see reach.py for why the pool's is not enough.
-            await check_first_connection(
-                self._url, _connection_kwargs(self._settings), self._settings.pool_timeout_s
-            )
+        # One attempt at a time, shared by every caller that needs the pool meanwhile: each
+        # waiting for its own would answer the k-th caller of an outage after k timeouts.
+        # Shielded: a caller that gives up does not cancel the others' attempt.
+        attempt, loop = self._opening, asyncio.get_running_loop()
+        if attempt is None or attempt.done() or attempt.get_loop() is not loop:
+            attempt = self._opening = loop.create_task(self._open_after_first_connection())
+        await asyncio.shield(attempt)
+
+    async def _open_after_first_connection(self) -> None:
+        # A first connection of its own: see reach.py for why the pool's is not enough.
+        await check_first_connection(
+            self._url, _connection_kwargs(self._settings), self._settings.pool_timeout_s
+        )
+        if not self._opened:
             await self._pool.open(wait=False)
             self._opened = True
 

@@ -1,8 +1,9 @@
 -- The single-column checks of jobq_jobs as domains. PostgreSQL reads a table's CHECK
 -- constraints back from their stored text for every statement that writes the table, which
 -- made them about a seventh of the server's CPU for a one-row INSERT; a domain's checks stay
--- parsed in the type cache, and a statement checks only the columns it writes. The rules,
--- and the constraint names an error quotes, are the same. The two checks that relate columns
+-- parsed in the type cache, and a statement checks only the columns it writes. The rules are
+-- the same, and so are the constraint names an error quotes, but for queue and kind, which
+-- share one domain and its name (jobq_jobs_name_valid). The two checks that relate columns
 -- (attempt and max_attempts; running and locked_by) stay on the table.
 --
 -- Changing a column's type rewrites the table and rebuilds its indexes, once for all seven
