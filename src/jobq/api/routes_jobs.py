@@ -261,8 +261,8 @@ async def create_job(
 
 
 async def insert_one(state: ApiState, new_job: NewJob, access: Access) -> Enqueued:
-    # Concurrent requests share an INSERT (group commit in the JobQueue, see batching.py);
-    # a job with parents or under a tenant quota goes alone, its checks its own.
+    # Concurrent requests share an INSERT (group commit in the JobQueue); which jobs go
+    # alone, and why, is batching.shares_an_insert's to say.
     (answer,) = await state.jobq.submit_for([new_job], access)
     return answer
 
