@@ -1,19 +1,20 @@
 """Group commit for single-job enqueues from concurrent callers.
 
-Each eligible one-job enqueue (``jq.enqueue``, ``task.defer``, ``POST /jobs``) hands its job
-to the JobQueue's GroupCommit and waits. While one INSERT is in flight, the jobs of calls
-arriving meanwhile gather; when it returns, they all go in the next INSERT together. A call
-that finds nothing in flight sends its own INSERT at once (no timer, no added latency, and
-no task or future for a lone producer to pay for); under concurrency the calls pay one
-statement and one durable commit per batch instead of per call, which is where the time of
-a single enqueue goes (round trip, commit, driver overhead).
+Each plain one-job enqueue (``jq.enqueue``, ``task.defer``, ``POST /jobs``; which jobs are
+plain is ``shares_an_insert``'s to say) hands its job to the JobQueue's GroupCommit and
+waits. While one INSERT is in flight, the jobs of calls arriving meanwhile gather; when it
+returns, they all go in the next INSERT together. A call that finds nothing in flight sends
+its own INSERT at once (no timer, no added latency, and no task or future for a lone
+producer to pay for); under concurrency the calls pay one statement and one durable commit
+per batch instead of per call, which is where the time of a single enqueue goes (round
+trip, commit, driver overhead).
 
-Each caller still gets its own answer (its Job and outcome: created, idempotency key replayed
-or reused, unique key held) or, when the batch's insert fails (the database unreachable),
-that error. Cancelling a caller whose job has not been sent yet takes its job out; once its
-batch is sent, the job is inserted (or fails) with the batch, and the cancelled caller does
-not learn which, as with any statement cancelled after it reached the server. A caller that
-sent its own INSERT cancels that statement, as it would without group commit.
+Each caller still gets its own answer (its Job) or, when the batch's insert fails (the
+database unreachable), that error. Cancelling a caller whose job has not been sent yet
+takes its job out; once its batch is sent, the job is inserted (or fails) with the batch,
+and the cancelled caller does not learn which, as with any statement cancelled after it
+reached the server. A caller that sent its own INSERT cancels that statement, as it would
+without group commit.
 """
 
 from __future__ import annotations
