@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .problems import PROBLEM_JSON, Problem
+from .problems import send_problem
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "text/plain"})
@@ -46,11 +46,11 @@ class BrowserGuardMiddleware:
         headers = dict(scope["headers"])
         host = headers.get(b"host", b"").decode("latin-1")
         if self.allowed_hosts is not None and host_name(host) not in self.allowed_hosts:
-            await _refuse(send, 400, "Invalid host", f"this API does not answer Host {host!r}")
+            await send_problem(send, 400, "Invalid host", f"this API does not answer Host {host!r}")
             return
         origin = headers.get(b"origin")
         if origin is not None and not self._origin_allowed(origin.decode("latin-1"), host):
-            await _refuse(
+            await send_problem(
                 send,
                 403,
                 "Origin not allowed",
@@ -62,7 +62,7 @@ class BrowserGuardMiddleware:
         if scope["method"] not in SAFE_METHODS and not scope["path"].startswith("/ui/"):
             content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if content_type.decode("latin-1") in FORM_TYPES:
-                await _refuse(
+                await send_problem(
                     send,
                     415,
                     "Unsupported media type",
@@ -78,18 +78,3 @@ class BrowserGuardMiddleware:
         # port. The scheme is not compared: behind a TLS proxy the API sees plain HTTP.
         netloc = urlsplit(origin).netloc.lower()
         return bool(netloc) and netloc == host.strip().lower()
-
-
-async def _refuse(send: Send, status: int, title: str, detail: str) -> None:
-    body = Problem(title=title, status=status, detail=detail).model_dump_json(exclude_none=True)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body.encode()})

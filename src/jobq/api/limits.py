@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .problems import PROBLEM_JSON, Problem, ProblemError
+from .problems import ProblemError, send_problem
 
 log = structlog.get_logger("jobq.api")
 
@@ -89,19 +89,7 @@ async def _send_refusal(send: Send, status: int, limit: int) -> None:
     else:
         title = "Request timeout"
         detail = "The request body did not arrive in time (JOBQ_BODY_READ_TIMEOUT_S)."
-    body = Problem(title=title, status=status, detail=detail).model_dump_json(exclude_none=True)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body.encode()})
+    await send_problem(send, status, title, detail, close=True)
 
 
 @dataclass(slots=True)

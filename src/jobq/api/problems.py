@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Send
 
 from ..errors import (
     ContentionError,
@@ -79,6 +80,22 @@ def problem_response(
         media_type=PROBLEM_JSON,
         headers=headers,
     )
+
+
+async def send_problem(
+    send: Send, status: int, title: str, detail: str, *, close: bool = False
+) -> None:
+    """A problem answered by ASGI middleware, before any route runs; ``close``: the
+    connection is not reused (the request's body was left unread)."""
+    body = Problem(title=title, status=status, detail=detail).model_dump_json(exclude_none=True)
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body.encode()})
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
