@@ -366,6 +366,11 @@ class _CopyEncoder:
         return queued_job(job_id, job, orjson.loads(encoded), job.run_at or now, now)
 
 
+def _queue_stats(rows: Sequence[Sequence[Any]]) -> list[QueueStat]:
+    """Rows of the stats queries (queue, status, count, oldest run_at)."""
+    return [QueueStat(r[0], JobStatus(r[1]), r[2], r[3]) for r in rows]
+
+
 def _returns_rows(cur: Cursor[Any] | AsyncCursor[Any]) -> bool:
     # Not cur.description: it builds a Column object per column on every call (profiled at
     # 20 µs a single enqueue).
@@ -1007,10 +1012,7 @@ class PostgresDriver(RuleOperations):
     async def stats(self) -> list[QueueStat]:
         async with self._connection() as conn:
             cur = await conn.execute(self._q["stats"])
-            return [
-                QueueStat(queue=r[0], status=JobStatus(r[1]), count=r[2], oldest_run_at=r[3])
-                for r in await cur.fetchall()
-            ]
+            return _queue_stats(await cur.fetchall())
 
     async def queue_depth(self, queue: str, at_most: int) -> int:
         async with self._connection() as conn:
@@ -1263,10 +1265,7 @@ class PostgresDriver(RuleOperations):
     async def tenant_stats(self, tenant: str) -> list[QueueStat]:
         async with self._connection() as conn:
             cur = await conn.execute(self._q["tenant_stats"], {"tenant": tenant})
-            return [
-                QueueStat(queue=r[0], status=JobStatus(r[1]), count=r[2], oldest_run_at=r[3])
-                for r in await cur.fetchall()
-            ]
+            return _queue_stats(await cur.fetchall())
 
     async def tenant_job_ids(self, job_ids: Sequence[int], tenant: str) -> list[int]:
         if not job_ids:

@@ -960,15 +960,7 @@ class SqliteDriver(RuleOperations):
         return sorted(int(r[0]) for r in rows)
 
     async def stats(self) -> list[QueueStat]:
-        return [
-            QueueStat(
-                queue=r[0],
-                status=JobStatus(r[1]),
-                count=r[2],
-                oldest_run_at=_datetime(r[3]) if r[3] is not None else None,
-            )
-            for r in await self._read("stats")
-        ]
+        return _queue_stats(await self._read("stats"))
 
     async def queue_depth(self, queue: str, at_most: int) -> int:
         # SQLite reads a negative LIMIT as "no limit"; the point here is a bounded count.
@@ -1157,15 +1149,7 @@ class SqliteDriver(RuleOperations):
         return bool(rows and rows[0][0])
 
     async def tenant_stats(self, tenant: str) -> list[QueueStat]:
-        return [
-            QueueStat(
-                queue=r[0],
-                status=JobStatus(r[1]),
-                count=r[2],
-                oldest_run_at=_datetime(r[3]) if r[3] is not None else None,
-            )
-            for r in await self._read("tenant_stats", {"tenant": tenant})
-        ]
+        return _queue_stats(await self._read("tenant_stats", {"tenant": tenant}))
 
     async def tenant_job_ids(self, job_ids: Sequence[int], tenant: str) -> list[int]:
         if not job_ids:
@@ -1179,6 +1163,11 @@ def _api_key(row: Sequence[Any]) -> ApiKey:
     return api_key_of(
         (*row[:3], scopes, row[4], created_at, *(_optional_datetime(t) for t in row[6:9]))
     )
+
+
+def _queue_stats(rows: Sequence[Sequence[Any]]) -> list[QueueStat]:
+    """Rows of the stats queries (queue, status, count, oldest run_at)."""
+    return [QueueStat(r[0], JobStatus(r[1]), r[2], _optional_datetime(r[3])) for r in rows]
 
 
 def _optional_datetime(epoch: float | None) -> datetime | None:
