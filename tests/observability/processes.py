@@ -4,7 +4,6 @@ and Prometheus, each on a free loopback port, each stopped (killed if need be) a
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from jobq.bench.stopping import stop_processes
 
 from ..api.live import free_port
 from ..worker.processes import REPO
@@ -33,13 +34,8 @@ def wait_for(probe: Callable[[], object], what: str, timeout: float = 60.0) -> o
 
 
 def _stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait(timeout=30)
+    (code,) = stop_processes([process], grace)
+    return code
 
 
 def _answers(url: str) -> bool:

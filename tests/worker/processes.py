@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
+
+from jobq.bench.stopping import stop_processes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,17 +47,7 @@ def start_workers(
 
 def stop_workers(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 60) -> list[int]:
     """SIGTERM each, wait, return exit codes (killing any that overstay)."""
-    for p in processes:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    codes = []
-    for p in processes:
-        try:
-            codes.append(p.wait(timeout=timeout))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            codes.append(p.wait())
-    return codes
+    return stop_processes(processes, timeout)
 
 
 def deaths(processes: Sequence[subprocess.Popen[bytes]], tail: int = 4000) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from .cluster import Cluster, create_primary
+from .stopping import stop_processes
 
 NETWORK_PREFIX = "10.231"
 STOP_TIMEOUT_S = 30.0
@@ -156,17 +157,7 @@ class HostNetwork:
 
     def stop(self, processes: Sequence[subprocess.Popen[bytes]]) -> list[int]:
         """SIGTERM, then the exit codes (a process that overstays is killed)."""
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        codes = []
-        for process in processes:
-            try:
-                codes.append(process.wait(timeout=STOP_TIMEOUT_S))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                codes.append(process.wait())
-        return codes
+        return stop_processes(processes, STOP_TIMEOUT_S)
 
     def teardown(self) -> None:
         for host in self.hosts:

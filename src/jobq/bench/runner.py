@@ -42,6 +42,7 @@ from .cases import (
 from .executors import executor_cases, executor_rate
 from .httpload import LoadResult, post_load
 from .steady import long_running
+from .stopping import stop_processes
 from .sysstat import ServerCpu, cpu_seconds, parent_of
 
 ALL_CASES = ("enqueue", "drain", "e2e", "latency", "http", "scale", "steady", "executors", "hosts")
@@ -249,10 +250,7 @@ async def http_post(url: str, server: ServerCpu, *, single: bool) -> CaseResult:
         api_cpu, client_cpu = _cpu_of(apis) - api0, time.process_time() - client0
         db_cpu = None if db0 is None else (server.total() or 0) - db0
     finally:
-        for api in apis:
-            api.terminate()
-        for api in apis:
-            api.wait(30)
+        stop_processes(apis, 30)
     requests = sum(load.requests for load in loads)
     ok = sum(load.statuses.get(201 if single else 200, 0) for load in loads)
     warmed = sum(load.statuses.get(201 if single else 200, 0) for load in warm_up)
